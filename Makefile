@@ -1,0 +1,39 @@
+# make book | make test | make lab | make clean   (the first use creates .venv with pip)
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= quick
+DATA ?= phantom
+DEVICE ?= auto
+
+.PHONY: book test lab bench lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,dev]"
+	touch $(STAMP)
+
+## Run the study headless (papermill) and build the Jupyter Book into book/_build/html
+book: $(STAMP)
+	$(BIN)/radiolib study --profile $(PROFILE) --data $(DATA) --device $(DEVICE)
+
+## Every test: unit tests, notebooks through nbval (smoke profile), the built book in Chromium
+test: $(STAMP)
+	RADIOLIB_PROFILE=smoke $(BIN)/python -m pytest --nbval-lax tests notebooks
+
+## Open the notebooks in jupyter lab
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+## Parameters, FLOPs and speed of the three GANs on this machine
+bench: $(STAMP)
+	$(BIN)/radiolib bench --profile $(PROFILE) --device $(DEVICE)
+
+lint: $(STAMP)
+	$(BIN)/ruff check radiolib tests
+
+clean:
+	rm -rf book/_build book/_executed runs

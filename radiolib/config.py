@@ -1,0 +1,280 @@
+"""The study's profiles: one source of truth for every size, count and step number.
+
+Three profiles exist:
+
+* ``smoke``: the whole study in a few minutes on two CPU cores (tests and CI).
+* ``quick``: the default of ``make book``; about a quarter of an hour on two CPU cores.
+* ``paper``: the paper's scale (130 patients, 500 epochs), meant for a GPU.
+
+A profile is a tree of frozen dataclasses. ``get_profile("quick", {"train.steps": 50})``
+returns a copy with single parameters overridden by dotted name; values given as strings
+(from a command line) are converted to the field's type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PROFILE_ENV = "RADIOLIB_PROFILE"
+DEFAULT_PROFILE = "quick"
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """The synthetic cohort written by ``radiolib.data.phantom``."""
+
+    patients: int = 48
+    seed: int = 0
+    subtypes: int = 3
+    signal: float = 1.0
+    matrix: int = 256  # in-plane voxels of each CT slice
+
+
+@dataclass(frozen=True)
+class CurationConfig:
+    """The paper's section 3 data preparation (``radiolib.data.curate``)."""
+
+    spacing_mm: float = 1.0  # isotropic resampling
+    voi_mm: float = 60.0  # edge of the cube around tumours and background centres
+    image_size: int = 64  # network grid (pixels) every slice is resized to
+    hu_window: tuple[float, float] = (-1000.0, 400.0)  # HU mapped to [0, 1]
+    background_vois: int = 2  # background VOIs per patient
+    background_slices: int = 20  # random axial slices per background VOI
+    background_min_mm: float = 5.0  # centres this far inside the lung boundary ...
+    background_max_mm: float = 25.0  # ... and no farther
+    test_fraction: float = 0.25  # share of patients held out (patient-level split)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network sizes shared by the three GANs (``radiolib.models``)."""
+
+    code_dim: int = 128  # gene code phi(g)
+    gene_hidden: int = 256  # width of the first fully connected layer of the mapping
+    noise_dim: int = 16
+    g_channels: int = 32  # generator width at the finest level
+    d_channels: int = 32  # discriminator width at the finest level
+    lambda_background: float = 10.0  # weight of the background L1
+    erosion_px: int = 5  # square structuring element of the eroded inverse mask
+    lambda_inpaint_l1: float = 10.0  # inpainting GAN's reconstruction weight
+    inpaint_margin: float = 1.2  # inpainted disk radius / tumour radius
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One trainer for the three models (``radiolib.train``)."""
+
+    batch_size: int = 32
+    steps: int = 400
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    ema: float = 0.0  # 0 disables the generator EMA
+    checkpoint_every: int = 100
+    log_every: int = 10
+    sample_every: int = 100
+    seeds: tuple[int, ...] = (0,)
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Synthesis quality (``radiolib.metrics``) and the radiogenomic map."""
+
+    pairs: int = 256  # held-out (gene, background) pairs per method
+    bootstrap: int = 1000
+    inpaint_region_scale: float = 1.5  # Table 1 region for inpainting, x inpainted radius
+    clusters: int = 3
+    tsne_perplexity: float = 15.0
+    classifier_steps: int = 300
+    map_signals: tuple[float, ...] = (0.25, 1.0)  # phantom signal strengths compared in notebook 04
+    map_steps: int = 300  # training steps per model in the signal sweep
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    phantom: PhantomConfig = field(default_factory=PhantomConfig)
+    curation: CurationConfig = field(default_factory=CurationConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Every parameter by dotted name, e.g. ``{"train.steps": 400, ...}``."""
+        out: dict[str, Any] = {}
+        for section in SECTIONS:
+            for f in dataclasses.fields(getattr(self, section)):
+                out[f"{section}.{f.name}"] = getattr(getattr(self, section), f.name)
+        return out
+
+
+SECTIONS = ("phantom", "curation", "model", "train", "evaluation")
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        phantom=PhantomConfig(patients=10, matrix=160),
+        curation=CurationConfig(image_size=32, background_vois=1, background_slices=20),
+        model=ModelConfig(code_dim=32, gene_hidden=64, noise_dim=8, g_channels=8, d_channels=8),
+        train=TrainConfig(batch_size=8, steps=12, checkpoint_every=6, log_every=2, sample_every=6),
+        evaluation=EvaluationConfig(
+            pairs=24,
+            bootstrap=200,
+            tsne_perplexity=3.0,
+            classifier_steps=20,
+            map_signals=(0.5, 2.0),
+            map_steps=8,
+        ),
+    ),
+    "quick": Profile(name="quick"),
+    "paper": Profile(
+        name="paper",
+        phantom=PhantomConfig(patients=130, matrix=384),
+        curation=CurationConfig(image_size=128, background_vois=2),
+        model=ModelConfig(g_channels=32, d_channels=64),
+        train=TrainConfig(
+            batch_size=64,
+            steps=30000,
+            ema=0.999,
+            checkpoint_every=1000,
+            log_every=50,
+            sample_every=1000,
+            seeds=(0, 1, 2),
+            num_workers=4,
+        ),
+        evaluation=EvaluationConfig(
+            pairs=1024,
+            bootstrap=2000,
+            tsne_perplexity=30.0,
+            classifier_steps=2000,
+            map_signals=(0.25, 0.5, 1.0, 2.0),
+            map_steps=10000,
+        ),
+    ),
+}
+
+
+def profile_names() -> list[str]:
+    return list(PROFILES)
+
+
+def default_profile_name() -> str:
+    """The profile named by ``$RADIOLIB_PROFILE``, else ``quick``."""
+    return os.environ.get(PROFILE_ENV, DEFAULT_PROFILE)
+
+
+def _convert(value: Any, current: Any, name: str) -> Any:
+    if not isinstance(value, str) or isinstance(current, str):
+        return value
+    try:
+        if isinstance(current, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, tuple):
+            parts = [p for p in value.replace("(", "").replace(")", "").split(",") if p.strip()]
+            kind = type(current[0]) if current else float
+            return tuple(kind(p) for p in parts)
+    except ValueError:
+        raise ValueError(
+            f"parameter {name!r}: cannot read {value!r} as {type(current).__name__}"
+        ) from None
+    return value
+
+
+def get_profile(name: str | None = None, overrides: Mapping[str, Any] | None = None) -> Profile:
+    """The named profile (default: ``$RADIOLIB_PROFILE`` or ``quick``) with overrides applied.
+
+    ``overrides`` maps dotted names (``"train.steps"``) to values; unknown names raise
+    ``ValueError`` listing the valid ones.
+    """
+    name = name or default_profile_name()
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    profile = PROFILES[name]
+    if not overrides:
+        return profile
+    valid = profile.flat()
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        if key not in valid:
+            raise ValueError(
+                f"unknown parameter {key!r}; valid names are section.field, e.g. "
+                f"{', '.join(sorted(valid)[:6])} ... (all: radiolib study --list-parameters)"
+            )
+        section, leaf = key.split(".", 1)
+        sections.setdefault(section, {})[leaf] = _convert(value, valid[key], key)
+    for section, changes in sections.items():
+        profile = dataclasses.replace(
+            profile, **{section: dataclasses.replace(getattr(profile, section), **changes)}
+        )
+    _validate(profile)
+    return profile
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, str]:
+    """``["train.steps=50", ...]`` -> ``{"train.steps": "50"}``."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"expected name=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _validate(profile: Profile) -> None:
+    c, t, p = profile.curation, profile.train, profile.phantom
+    problems = []
+    if p.patients < 4:
+        problems.append(f"phantom.patients must be >= 4 (got {p.patients})")
+    if c.image_size < 16 or c.image_size & (c.image_size - 1):
+        problems.append(f"curation.image_size must be a power of two >= 16 (got {c.image_size})")
+    if not 0 < c.test_fraction < 1:
+        problems.append(f"curation.test_fraction must be in (0, 1) (got {c.test_fraction})")
+    if not c.hu_window[0] < c.hu_window[1]:
+        problems.append(f"curation.hu_window must be increasing (got {c.hu_window})")
+    if not 0 < c.background_min_mm < c.background_max_mm:
+        problems.append("curation.background_min_mm must be > 0 and < background_max_mm")
+    if t.batch_size < 2:
+        problems.append(f"train.batch_size must be >= 2 (got {t.batch_size})")
+    if t.steps < 1:
+        problems.append(f"train.steps must be >= 1 (got {t.steps})")
+    if not 0 <= t.ema < 1:
+        problems.append(f"train.ema must be in [0, 1) (got {t.ema})")
+    if not t.seeds:
+        problems.append("train.seeds must name at least one seed")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu or cuda (got {device!r})")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+    return device
+
+
+for _p in PROFILES.values():
+    _validate(_p)

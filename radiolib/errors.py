@@ -1,0 +1,13 @@
+"""Exceptions the study raises for bad input, so callers can catch the study's own errors."""
+
+
+class RadiolibError(Exception):
+    """Base class of radiolib's errors."""
+
+
+class CohortError(RadiolibError, ValueError):
+    """Input data is missing or malformed; the message names the patient and the file."""
+
+
+class TrainingError(RadiolibError, RuntimeError):
+    """Training cannot go on (a non-finite loss, an unusable checkpoint)."""

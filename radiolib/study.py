@@ -1,0 +1,461 @@
+"""Run the study: execute the ordered notebooks headless with papermill, then build the book.
+
+The book's table of contents (``_toc.yml``) is the single statement of order: every entry
+``book/_executed/NAME`` is the executed copy of ``notebooks/NAME.ipynb``. Notebooks execute into a
+staging folder; only when all of them succeed does the staging folder replace
+``book/_executed``, and the HTML is built into a staging folder that replaces ``book/_build``
+only when the build succeeds. A failing run therefore never damages the last good book.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from radiolib.config import Profile, get_profile, resolve_device
+from radiolib.errors import RadiolibError
+from radiolib.io import atomic_write, write_json
+
+EXECUTED = Path("book") / "_executed"
+BUILD = Path("book") / "_build"
+RUN_RECORD = "run_record.json"
+REPRODUCING_PAGE = "reproducing.md"
+KEY_PACKAGES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "scikit-image",
+    "SimpleITK",
+    "pydicom",
+    "highdicom",
+    "pyradiomics-bhklab",
+    "plotly",
+    "ipywidgets",
+    "papermill",
+    "jupyter-book",
+    "sphinx",
+)
+
+
+class StudyError(RadiolibError):
+    """A notebook or the book build failed; the message says which and where."""
+
+
+def find_project_root(start: str | os.PathLike | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) with ``_toc.yml`` and notebooks/."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file() and (folder / "notebooks").is_dir():
+            return folder
+    raise StudyError(f"no study found at or above {here} (expected _toc.yml and notebooks/)")
+
+
+# --------------------------------------------------------------------------- workspace
+
+
+@dataclass
+class Workspace:
+    """Where one study run keeps its data, models and results (an ignored ``runs/`` folder)."""
+
+    profile: Profile
+    data: str  # "phantom" or the path of a real cohort download
+    device: str
+    run_dir: Path
+
+    @property
+    def uses_phantom(self) -> bool:
+        return self.data == "phantom"
+
+    @property
+    def raw(self) -> Path:
+        """The raw cohort: the phantom written for this run, or the real download."""
+        return self.run_dir / "phantom" if self.uses_phantom else Path(self.data).expanduser()
+
+    @property
+    def curated(self) -> Path:
+        return self.run_dir / "curated"
+
+    @property
+    def results(self) -> Path:
+        path = self.run_dir / "results"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def model_dir(self, model: str, seed: int, tag: str = "") -> Path:
+        """``runs/<profile>/models/<tag>/<model>-seed<seed>``; ``tag`` names a cohort variant."""
+        return self.run_dir / "models" / (tag or "main") / f"{model}-seed{seed}"
+
+
+def open_workspace(
+    profile: str | None = None,
+    data: str = "phantom",
+    device: str = "auto",
+    overrides: dict[str, Any] | None = None,
+    run_dir: str | os.PathLike | None = None,
+) -> Workspace:
+    """The workspace a notebook works in; its arguments are the notebook's parameters."""
+    cfg = get_profile(profile, overrides)
+    if run_dir is None:
+        run_dir = find_project_root() / "runs" / cfg.name
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if data != "phantom" and not Path(data).expanduser().is_dir():
+        raise StudyError(
+            f"data must be 'phantom' or a folder holding the cohort; {data!r} is neither"
+        )
+    return Workspace(profile=cfg, data=data, device=resolve_device(device), run_dir=run_dir)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def package_versions(names: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def environment_info() -> dict[str, Any]:
+    """Python, packages, CPU and GPU of this machine: what the environment page shows."""
+    import torch
+
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            gpus.append({"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1)})
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+        "gpus": gpus,
+        "device": resolve_device("auto"),
+        "packages": package_versions(),
+    }
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return out + ("+uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+# --------------------------------------------------------------------------- notebooks
+
+
+def notebook_order(root: Path) -> list[str]:
+    """Names of the notebooks the book executes, in the table of contents' order."""
+    toc_path = root / "_toc.yml"
+    toc = yaml.safe_load(toc_path.read_text())
+    prefix = EXECUTED.as_posix() + "/"
+    names: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            entry = node.get("file")
+            if isinstance(entry, str) and entry.startswith(prefix):
+                name = entry[len(prefix) :].removesuffix(".ipynb")
+                if (root / "notebooks" / f"{name}.ipynb").is_file():
+                    names.append(name)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    missing = [
+        e
+        for e in _toc_files(toc)
+        if e.startswith(prefix)
+        and e[len(prefix) :] not in names
+        and e[len(prefix) :] != Path(REPRODUCING_PAGE).stem
+    ]
+    if missing:
+        raise StudyError(f"{toc_path} lists {missing} but notebooks/ has no such notebook")
+    return names
+
+
+def _toc_files(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        files = [node["file"]] if isinstance(node.get("file"), str) else []
+        return files + [f for v in node.values() for f in _toc_files(v)]
+    if isinstance(node, list):
+        return [f for v in node for f in _toc_files(v)]
+    return []
+
+
+def _failure_message(name: str, error: Exception, output: Path) -> str:
+    """Name the failing cell as a person counts it in the committed notebook (1-based, not
+    counting the cell papermill injects), with its first line."""
+    import nbformat
+
+    ename = getattr(error, "ename", type(error).__name__)
+    evalue = getattr(error, "evalue", str(error))
+    where = "an unknown cell"
+    if output.is_file():
+        added = ("injected-parameters", "papermill-error-cell-tag")
+        cells = [
+            c
+            for c in nbformat.read(output, as_version=4).cells
+            if not set(added) & set(c.metadata.get("tags", []))
+        ]
+        failed = [
+            i
+            for i, c in enumerate(cells)
+            if c.cell_type == "code"
+            and any(o.get("output_type") == "error" for o in c.get("outputs", []))
+        ]
+        if failed:
+            first_line = (cells[failed[0]].source.strip().splitlines() or [""])[0]
+            where = f"cell {failed[0] + 1} of {len(cells)} (`{first_line[:80]}`)"
+    return (
+        f"notebook {name}.ipynb failed in {where}: {ename}: {evalue}\n"
+        f"the executed copy with the traceback is at {output}"
+    )
+
+
+def execute_notebook(
+    name: str, root: Path, staging: Path, parameters: dict[str, Any], progress: bool
+) -> float:
+    """Execute ``notebooks/NAME.ipynb`` into ``staging``; return its wall time in seconds."""
+    import papermill as pm
+
+    source = root / "notebooks" / f"{name}.ipynb"
+    output = staging / f"{name}.ipynb"
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(
+            str(source),
+            str(output),
+            parameters=parameters,
+            kernel_name="python3",
+            cwd=str(root / "notebooks"),
+            progress_bar=progress,
+            log_output=False,
+        )
+    except Exception as error:  # papermill wraps the cell's exception
+        raise StudyError(_failure_message(name, error, output)) from None
+    return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- record & page
+
+
+@dataclass
+class RunRecord:
+    profile: str
+    data: str
+    device: str
+    parameters: dict[str, Any]
+    overrides: dict[str, Any]
+    packages: dict[str, str]
+    git_commit: str
+    environment: dict[str, Any]
+    started: str
+    notebook_seconds: dict[str, float] = field(default_factory=dict)
+    book_seconds: float | None = None
+    total_seconds: float | None = None
+
+
+def reproducing_page(record: RunRecord) -> str:
+    """The book's "Reproducing this study" page (MyST markdown) from a run record."""
+    env = record.environment
+    gpu = ", ".join(g["name"] for g in env.get("gpus", [])) or "none"
+    lines = [
+        "# Reproducing this study",
+        "",
+        "This book was produced by one command. To produce it again from a fresh clone:",
+        "",
+        "```bash",
+        "make book                                     # the quick profile, on the CPU or a GPU",
+        f"radiolib study --profile {record.profile} --data {record.data}"
+        + "".join(f" -p {k}={v}" for k, v in record.overrides.items()),
+        "```",
+        "",
+        "## This run",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| profile | `{record.profile}` |",
+        f"| data | `{record.data}` |",
+        f"| device | `{record.device}` (GPU: {gpu}) |",
+        f"| started | {record.started} |",
+        f"| git commit | `{record.git_commit}` |",
+        f"| machine | {env.get('platform', '?')}, {env.get('cpu_count', '?')} CPU cores |",
+        f"| total wall time | {record.total_seconds or 0:.0f} s |",
+        "",
+        "## Wall time per notebook",
+        "",
+        "| notebook | seconds |",
+        "| --- | ---: |",
+        *[f"| {n} | {s:.1f} |" for n, s in record.notebook_seconds.items()],
+        "",
+        "## Parameters",
+        "",
+        "Every parameter of the profile, after overrides "
+        "(change any with `-p section.name=value`).",
+        "",
+        "| parameter | value |",
+        "| --- | --- |",
+        *[f"| `{k}` | `{v}` |" for k, v in record.parameters.items()],
+        "",
+        "## Package versions",
+        "",
+        "| package | version |",
+        "| --- | --- |",
+        *[f"| {k} | {v} |" for k, v in record.packages.items()],
+        "",
+        "The full record is `book/_executed/run_record.json`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- book
+
+
+def build_book(root: Path, staging: Path) -> None:
+    """``jupyter-book build`` of ``root`` into ``staging``; raises StudyError with its log."""
+    cmd = [
+        sys.executable,
+        "-c",
+        "from jupyter_book.cli.main import main; main()",
+        "build",
+        str(root),
+        "--path-output",
+        str(staging),
+    ]
+    result = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
+        raise StudyError(f"jupyter-book build failed (exit {result.returncode}):\n{tail}")
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put ``new`` in place of ``target`` with two renames (old copy removed last)."""
+    old = target.with_name(target.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def run_study(
+    profile: str | None = None,
+    data: str = "phantom",
+    device: str = "auto",
+    overrides: dict[str, Any] | None = None,
+    root: str | os.PathLike | None = None,
+    build: bool = True,
+    progress: bool = True,
+) -> RunRecord:
+    """Execute every notebook of the book in order, write the run record, build the book."""
+    root = Path(root).resolve() if root else find_project_root()
+    cfg = get_profile(profile, overrides)  # fail early on a bad profile or parameter
+    device = resolve_device(device)
+    if data != "phantom":
+        data = str(Path(data).expanduser().resolve())
+        if not Path(data).is_dir():
+            raise StudyError(f"--data {data}: no such folder (expected a cohort download)")
+    names = notebook_order(root)
+    if not names:
+        raise StudyError(f"{root / '_toc.yml'} lists no notebook under {EXECUTED}/")
+
+    t0 = time.perf_counter()
+    record = RunRecord(
+        profile=cfg.name,
+        data=data,
+        device=device,
+        parameters=cfg.flat(),
+        overrides=dict(overrides or {}),
+        packages=package_versions(),
+        git_commit=git_commit(root),
+        environment=environment_info(),
+        started=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    )
+    executed = root / EXECUTED
+    staging = executed.with_name(executed.name + f".staging-{os.getpid()}")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    parameters = {
+        "profile": cfg.name,
+        "data": data,
+        "device": device,
+        "overrides": {k: str(v) for k, v in (overrides or {}).items()},
+    }
+    for name in names:
+        print(f"[radiolib study] running {name}.ipynb ({cfg.name} profile) ...", flush=True)
+        record.notebook_seconds[name] = round(
+            execute_notebook(name, root, staging, parameters, progress), 1
+        )
+        print(
+            f"[radiolib study] {name}.ipynb done in {record.notebook_seconds[name]:.0f} s",
+            flush=True,
+        )
+
+    record.total_seconds = round(time.perf_counter() - t0, 1)
+    with atomic_write(staging / REPRODUCING_PAGE, "w") as fh:
+        fh.write(reproducing_page(record))
+    write_json(staging / RUN_RECORD, dataclasses.asdict(record))
+    _replace_dir(staging, executed)
+
+    if build:
+        t1 = time.perf_counter()
+        build_staging = root / "book" / f"_build.staging-{os.getpid()}"
+        if build_staging.exists():
+            shutil.rmtree(build_staging)
+        try:
+            build_book(root, build_staging)
+        except StudyError:
+            shutil.rmtree(build_staging, ignore_errors=True)
+            raise
+        _replace_dir(build_staging / "_build", root / BUILD)
+        shutil.rmtree(build_staging, ignore_errors=True)
+        record.book_seconds = round(time.perf_counter() - t1, 1)
+        record.total_seconds = round(time.perf_counter() - t0, 1)
+        write_json(executed / RUN_RECORD, dataclasses.asdict(record))
+        print(f"[radiolib study] book built: {root / BUILD / 'html' / 'index.html'}", flush=True)
+    return record
+
+
+def load_run_record(root: str | os.PathLike | None = None) -> dict[str, Any]:
+    root = Path(root) if root else find_project_root()
+    return json.loads((root / EXECUTED / RUN_RECORD).read_text())

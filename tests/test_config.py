@@ -1,0 +1,82 @@
+import dataclasses
+
+import pytest
+
+from radiolib.config import (
+    PROFILES,
+    Profile,
+    default_profile_name,
+    get_profile,
+    parse_assignments,
+    resolve_device,
+)
+
+
+def test_three_profiles_grow_in_size():
+    smoke, quick, paper = (PROFILES[n] for n in ("smoke", "quick", "paper"))
+    for field in ("phantom.patients", "curation.image_size", "train.steps", "train.batch_size"):
+        assert smoke.flat()[field] <= quick.flat()[field] <= paper.flat()[field], field
+    assert paper.phantom.patients == 130  # the paper's RNA-seq cohort
+    assert quick.curation.image_size == 64  # the network grid of the study by default
+
+
+def test_profile_from_environment(monkeypatch):
+    monkeypatch.delenv("RADIOLIB_PROFILE", raising=False)
+    assert default_profile_name() == "quick"
+    monkeypatch.setenv("RADIOLIB_PROFILE", "smoke")
+    assert get_profile().name == "smoke"
+
+
+def test_override_converts_strings_to_field_types():
+    p = get_profile(
+        "smoke",
+        {
+            "train.steps": "7",
+            "train.lr": "1e-3",
+            "evaluation.map_signals": "0.1,0.9",
+            "curation.hu_window": "(-900, 300)",
+        },
+    )
+    assert p.train.steps == 7 and isinstance(p.train.steps, int)
+    assert p.train.lr == pytest.approx(1e-3)
+    assert p.evaluation.map_signals == (0.1, 0.9)
+    assert p.curation.hu_window == (-900.0, 300.0)
+    # the original profile is untouched (frozen dataclasses, copies)
+    assert PROFILES["smoke"].train.steps != 7
+
+
+def test_override_errors_name_the_parameter():
+    with pytest.raises(ValueError, match="unknown parameter 'train.stepz'"):
+        get_profile("smoke", {"train.stepz": 3})
+    with pytest.raises(ValueError, match="train.steps"):
+        get_profile("smoke", {"train.steps": "many"})
+    with pytest.raises(ValueError, match="image_size must be a power of two"):
+        get_profile("smoke", {"curation.image_size": 48})
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        get_profile("huge")
+
+
+def test_flat_lists_every_field_once():
+    flat = PROFILES["quick"].flat()
+    n_fields = sum(
+        len(dataclasses.fields(getattr(PROFILES["quick"], s)))
+        for s in ("phantom", "curation", "model", "train", "evaluation")
+    )
+    assert len(flat) == n_fields
+    assert isinstance(PROFILES["quick"], Profile)
+
+
+def test_parse_assignments():
+    assert parse_assignments(["train.steps=5", "phantom.signal = 2"]) == {
+        "train.steps": "5",
+        "phantom.signal": "2",
+    }
+    with pytest.raises(ValueError, match="name=value"):
+        parse_assignments(["train.steps"])
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in ("cpu", "cuda")
+    with pytest.raises(ValueError):
+        resolve_device("tpu")
