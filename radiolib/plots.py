@@ -58,3 +58,331 @@ def table_figure(
         height=min(900, 60 + 28 * max(len(v) for v in values)),
     )
     return fig
+
+
+# --------------------------------------------------------------------------- image grids
+
+_PALETTE = [
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#ff7f0e",
+    "#17becf",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+]
+
+
+def colour(i: int) -> str:
+    """The study's colour for cluster or subtype ``i`` (the same in every figure)."""
+    return _PALETTE[int(i) % len(_PALETTE)]
+
+
+def image_grid(
+    rows: Mapping[str, Any],
+    column_titles: list[str] | None = None,
+    contours: Mapping[str, Any] | None = None,
+    title: str = "",
+    zrange: tuple[float, float] = (0.0, 1.0),
+    cell_px: int | None = None,
+) -> go.Figure:
+    """A grid of grey images: one row per entry of ``rows`` (each ``(n, S, S)``), ``n`` columns.
+
+    ``contours`` maps a row name to masks ``(n, S, S)`` drawn as red outlines on that row.
+    Cells are ``cell_px`` wide (default: the grid fits a 760 px page).
+    """
+    from plotly.subplots import make_subplots
+
+    names = list(rows)
+    n = max(len(rows[r]) for r in names)
+    cell_px = cell_px or max(60, min(140, 600 // n))
+    fig = make_subplots(
+        rows=len(names),
+        cols=n,
+        horizontal_spacing=0.004,
+        vertical_spacing=0.02,
+        column_titles=column_titles,
+        row_titles=names,
+    )
+    for i, name in enumerate(names, start=1):
+        for j, image in enumerate(rows[name], start=1):
+            fig.add_trace(
+                go.Heatmap(
+                    z=image[::-1],
+                    colorscale="gray",
+                    zmin=zrange[0],
+                    zmax=zrange[1],
+                    showscale=False,
+                    hoverinfo="skip",
+                ),
+                i,
+                j,
+            )
+            if contours is not None and name in contours:
+                fig.add_trace(
+                    go.Contour(
+                        z=contours[name][j - 1][::-1].astype(float),
+                        contours={"start": 0.5, "end": 0.5, "coloring": "lines"},
+                        line={"width": 1.5},
+                        colorscale=[[0, "red"], [1, "red"]],
+                        showscale=False,
+                        hoverinfo="skip",
+                    ),
+                    i,
+                    j,
+                )
+    fig.update_xaxes(visible=False, constrain="domain")
+    fig.update_yaxes(visible=False, scaleanchor="x", constrain="domain")
+    fig.update_layout(
+        title=title,
+        height=cell_px * len(names) + 80,
+        width=cell_px * n + 160,
+        margin={"l": 10, "r": 90, "t": 60 if title else 30, "b": 10},
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def slice_png(image: Any, mask: Any | None = None, scale: int = 4) -> bytes:
+    """A grey slice in [0, 1] as PNG bytes, enlarged ``scale`` times, the mask outlined in red."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from scipy import ndimage
+
+    grey = (np.clip(np.asarray(image, float), 0, 1) * 255).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    if mask is not None:
+        m = np.asarray(mask) > 0.5
+        edge = m & ~ndimage.binary_erosion(m)
+        rgb[edge] = (255, 0, 0)
+    rgb = np.kron(rgb, np.ones((scale, scale, 1), np.uint8))
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def slice_browser(images: Any, masks: Any | None = None, labels: list[str] | None = None):
+    """An ipywidgets slider over ``images`` ``(n, S, S)`` (mask outlined) for jupyter lab."""
+    import ipywidgets as widgets
+
+    scale = max(1, 320 // images.shape[-1])
+    picture = widgets.Image(format="png")
+    caption = widgets.Label()
+    slider = widgets.IntSlider(min=0, max=len(images) - 1, value=0, description="slice")
+
+    def show(change: Any = None) -> None:
+        i = slider.value
+        picture.value = slice_png(images[i], None if masks is None else masks[i], scale)
+        caption.value = labels[i] if labels else f"slice {i}"
+
+    slider.observe(show, names="value")
+    show()
+    return widgets.VBox([slider, caption, picture])
+
+
+# --------------------------------------------------------------------------- curves and maps
+
+
+def loss_curves(
+    logs: Mapping[str, pd.DataFrame], terms: list[str] | None = None, title: str = "Training losses"
+) -> go.Figure:
+    """One panel per loss term, one line per run (``logs`` maps run name to its log frame)."""
+    from plotly.subplots import make_subplots
+
+    skip = {"step", "epoch", "seconds", "images_per_s", "time"}
+    if terms is None:
+        terms = sorted({c for df in logs.values() for c in df.columns if c not in skip})
+    cols = 3
+    nrows = max(1, -(-len(terms) // cols))
+    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=terms, vertical_spacing=0.12)
+    for k, (run, df) in enumerate(logs.items()):
+        for t, term in enumerate(terms):
+            if term not in df:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=df["step"],
+                    y=df[term],
+                    mode="lines",
+                    name=run,
+                    legendgroup=run,
+                    showlegend=t == 0,
+                    line={"color": colour(k)},
+                ),
+                t // cols + 1,
+                t % cols + 1,
+            )
+    fig.update_layout(title=title, height=260 * nrows + 80)
+    return fig
+
+
+def embedding_panels(
+    embeddings: Mapping[str, Any], labels: Any, hover: list[str], title: str = ""
+) -> go.Figure:
+    """Side-by-side 2-D embeddings of the same points, coloured by ``labels`` in every panel."""
+    import numpy as np
+    from plotly.subplots import make_subplots
+
+    labels = np.asarray(labels)
+    names = list(embeddings)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names)
+    for j, name in enumerate(names, start=1):
+        xy = np.asarray(embeddings[name])
+        for lab in sorted(set(labels.tolist())):
+            sel = labels == lab
+            fig.add_trace(
+                go.Scatter(
+                    x=xy[sel, 0],
+                    y=xy[sel, 1],
+                    mode="markers",
+                    name=f"cluster {lab}",
+                    legendgroup=str(lab),
+                    showlegend=j == 1,
+                    marker={
+                        "color": colour(lab),
+                        "size": 8,
+                        "line": {"width": 0.5, "color": "white"},
+                    },
+                    text=[f"{h}<br>cluster {lab}" for h, s in zip(hover, sel, strict=True) if s],
+                    hovertemplate="%{text}<extra></extra>",
+                ),
+                1,
+                j,
+            )
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_layout(title=title, height=420)
+    return fig
+
+
+def heatmap(
+    frame: pd.DataFrame,
+    title: str = "",
+    zmid: float | None = 0.0,
+    colorscale: str = "RdBu_r",
+    zlabel: str = "",
+) -> go.Figure:
+    """A labelled heatmap of a DataFrame (rows x columns)."""
+    fig = go.Figure(
+        go.Heatmap(
+            z=frame.to_numpy(),
+            x=[str(c) for c in frame.columns],
+            y=[str(i) for i in frame.index],
+            colorscale=colorscale,
+            zmid=zmid,
+            colorbar={"title": zlabel},
+        )
+    )
+    fig.update_layout(title=title, height=max(300, 22 * len(frame) + 120))
+    return fig
+
+
+def metric_bars(table: pd.DataFrame, metrics: list[str], title: str = "") -> go.Figure:
+    """Bars of ``table[m]`` per method with error bars from ``m_low``/``m_high`` columns."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics)
+    for j, m in enumerate(metrics, start=1):
+        err = None
+        if f"{m}_low" in table and f"{m}_high" in table:
+            err = {
+                "type": "data",
+                "symmetric": False,
+                "array": (table[f"{m}_high"] - table[m]).tolist(),
+                "arrayminus": (table[m] - table[f"{m}_low"]).tolist(),
+            }
+        fig.add_trace(
+            go.Bar(
+                x=[str(i) for i in table.index],
+                y=table[m],
+                error_y=err,
+                marker={"color": [colour(i) for i in range(len(table))]},
+                showlegend=False,
+            ),
+            1,
+            j,
+        )
+    fig.update_layout(title=title, height=380)
+    return fig
+
+
+def background_sampling_figure(view: Any) -> go.Figure:
+    """CT slice with the lung mask, the 5-25 mm band and the drawn centres (curate's view)."""
+    import numpy as np
+
+    fig = go.Figure(
+        go.Heatmap(z=view.ct[::-1], colorscale="gray", showscale=False, hoverinfo="skip")
+    )
+    for mask, colour_, name in (
+        (view.lungs, "#1f77b4", "lung (tumour excluded)"),
+        (view.band, "#2ca02c", "allowed centres (distance band)"),
+        (view.tumour, "#d62728", "tumour"),
+    ):
+        if mask.any():
+            fig.add_trace(
+                go.Contour(
+                    z=mask[::-1].astype(float),
+                    showscale=False,
+                    name=name,
+                    contours={"start": 0.5, "end": 0.5, "coloring": "lines"},
+                    line={"width": 2},
+                    colorscale=[[0, colour_], [1, colour_]],
+                    showlegend=True,
+                    hoverinfo="skip",
+                )
+            )
+    if len(view.centres):
+        ny = view.ct.shape[0]
+        fig.add_trace(
+            go.Scatter(
+                x=view.centres[:, 1],
+                y=ny - 1 - view.centres[:, 0],
+                mode="markers",
+                name="background centre",
+                marker={"symbol": "x", "size": 12, "color": "orange"},
+            )
+        )
+    size = np.array(view.ct.shape) * view.spacing_mm
+    fig.update_xaxes(visible=False, constrain="domain")
+    fig.update_yaxes(visible=False, scaleanchor="x", constrain="domain")
+    fig.update_layout(
+        title=f"Patient {view.patient_id}: one axial slice "
+        f"({size[1]:.0f} x {size[0]:.0f} mm at {view.spacing_mm:g} mm)",
+        height=520,
+        legend={"orientation": "h"},
+    )
+    return fig
+
+
+def gene_matrix_figure(
+    genes: Any, patients: list[str], top: int = 100, title: str = ""
+) -> go.Figure:
+    """The ``top`` most variable standardised genes (columns) x patients (rows), both ordered
+    by hierarchical clustering so that co-expressed blocks stand out."""
+    import numpy as np
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
+    genes = np.asarray(genes)
+    keep = np.argsort(genes.var(axis=0))[::-1][:top]
+    sub = genes[:, keep]
+    rows = leaves_list(linkage(sub, "average", metric="correlation")) if len(sub) > 2 else [0]
+    cols = leaves_list(linkage(sub.T, "average", metric="correlation"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=sub[np.ix_(rows, cols)],
+            y=[patients[i] for i in rows],
+            colorscale="RdBu_r",
+            zmid=0,
+            zmin=-3,
+            zmax=3,
+            colorbar={"title": "z"},
+        )
+    )
+    fig.update_xaxes(showticklabels=False, title=f"{len(keep)} most variable genes")
+    fig.update_layout(title=title, height=max(380, 9 * len(patients) + 120))
+    return fig

@@ -25,7 +25,7 @@ import yaml
 
 from radiolib.config import Profile, get_profile, resolve_device
 from radiolib.errors import RadiolibError
-from radiolib.io import atomic_write, write_json
+from radiolib.io import atomic_write, read_json, write_json
 
 EXECUTED = Path("book") / "_executed"
 BUILD = Path("book") / "_build"
@@ -94,6 +94,28 @@ class Workspace:
         path = self.run_dir / "results"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def phantom(self, signal: float | None = None, progress: bool = True) -> Path:
+        """The phantom cohort of this profile (at ``signal``, default the profile's), written
+        on first use and reused while its parameters stay the same."""
+        from radiolib.data.phantom import write_phantom
+
+        p = self.profile.phantom
+        params = {
+            "patients": p.patients,
+            "seed": p.seed,
+            "subtypes": p.subtypes,
+            "signal": p.signal if signal is None else float(signal),
+            "matrix": p.matrix,
+        }
+        out = self.raw if signal is None else self.run_dir / f"phantom-signal{params['signal']:g}"
+        stamp = out.with_name(out.name + ".json")
+        if stamp.is_file() and read_json(stamp) == params and out.is_dir():
+            return out
+        stamp.unlink(missing_ok=True)
+        write_phantom(out, progress=progress, **params)
+        write_json(stamp, params)
+        return out
 
     def model_dir(self, model: str, seed: int, tag: str = "") -> Path:
         """``runs/<profile>/models/<tag>/<model>-seed<seed>``; ``tag`` names a cohort variant."""

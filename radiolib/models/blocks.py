@@ -1,0 +1,264 @@
+"""Building blocks shared by the three GANs: shape checks, the gene mapping, AdaIN, fusion.
+
+Every block is channels_last friendly (no ``.view`` on tensors that may be non-contiguous) and
+autocast friendly (normalisation statistics are taken in float32).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LRELU_SLOPE = 0.2
+
+
+def check_shape(tensor: Tensor, expected: Sequence[int | None], name: str) -> None:
+    """Raise ``ValueError`` unless ``tensor`` has ``expected`` shape (``None`` matches any size).
+
+    The message names the argument, the expected shape (``B`` for free sizes) and the one found.
+    """
+    if not isinstance(tensor, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    shown = "(" + ", ".join("B" if s is None else str(s) for s in expected) + ")"
+    if tensor.dim() != len(expected) or any(
+        s is not None and s != t for s, t in zip(expected, tensor.shape, strict=True)
+    ):
+        raise ValueError(f"{name} must have shape {shown}, got {tuple(tensor.shape)}")
+
+
+def channel_schedule(image_size: int, width: int) -> dict[int, int]:
+    """Channels per resolution, ``{S: width, S/2: width, S/4: 2 width, ...}`` capped at 4 width.
+
+    The two finest levels share the base width and the coarser ones double, so each level's
+    convolution cost stays about constant while the finest (most expensive) level stays lean.
+    Resolutions run from ``image_size`` down to the 4 x 4 bottleneck.
+    """
+    if image_size < 16 or image_size & (image_size - 1):
+        raise ValueError(f"image_size must be a power of two >= 16, got {image_size}")
+    if width < 1:
+        raise ValueError(f"channel width must be >= 1, got {width}")
+    out = {}
+    for k in range(int(math.log2(image_size)) - 1):  # S, S/2, ..., 4
+        out[image_size >> k] = width * min(2 ** max(k - 1, 0), 4)
+    return out
+
+
+def init_weights(module: nn.Module) -> None:
+    """Convolutions N(0, 0.02^2) (DCGAN), norm scales N(1, 0.02^2), biases 0; fully connected
+    layers N(0, 1 / fan_in) (LeCun), so the gene code and the AdaIN styles start with entries
+    of order one whatever the number of genes (with std 0.02 they would scale as
+    0.02 sqrt(fan_in): 1.4 for 5172 genes, 0.09 for 20)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, m.in_features**-0.5)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)):
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def conv(cin: int, cout: int, kernel: int = 3, stride: int = 1, bias: bool = False) -> nn.Conv2d:
+    """Convolution with 'same' padding (halving the size when ``stride`` is 2)."""
+    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=bias)
+
+
+def conv_bn_lrelu(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        conv(cin, cout, kernel, stride), nn.BatchNorm2d(cout), nn.LeakyReLU(LRELU_SLOPE)
+    )
+
+
+def upsample(x: Tensor) -> Tensor:
+    """Nearest-neighbour x2: (B, C, s, s) -> (B, C, 2s, 2s)."""
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+class GeneMapping(nn.Module):
+    """phi(g): two fully connected layers, (B, n_genes) -> (B, code_dim).
+
+    Two linear layers, as the paper chooses "for better interpretability of gene encoding".
+    """
+
+    def __init__(self, n_genes: int, hidden: int, code_dim: int):
+        super().__init__()
+        if min(n_genes, hidden, code_dim) < 1:
+            raise ValueError(
+                f"gene mapping sizes must be >= 1, got n_genes={n_genes}, hidden={hidden}, "
+                f"code_dim={code_dim}"
+            )
+        self.n_genes = n_genes
+        self.fc1 = nn.Linear(n_genes, hidden)
+        self.fc2 = nn.Linear(hidden, code_dim)
+
+    def forward(self, genes: Tensor) -> Tensor:
+        check_shape(genes, (None, self.n_genes), "genes")
+        return self.fc2(F.leaky_relu(self.fc1(genes), LRELU_SLOPE))
+
+
+class Encoder(nn.Module):
+    """Convolutional image encoder keeping the features of every level.
+
+    (B, in_channels, S, S) -> ``{S: (B, c_S, S, S), S/2: ..., 4: (B, c_4, 4, 4)}`` with the
+    channels of :func:`channel_schedule`; a stem convolution then one stride-2 conv-BN-LReLU per
+    level.
+    """
+
+    def __init__(self, image_size: int, width: int, in_channels: int = 1):
+        super().__init__()
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.channels = channel_schedule(image_size, width)
+        sizes = list(self.channels)
+        self.stem = conv_bn_lrelu(in_channels, self.channels[image_size])
+        self.down = nn.ModuleList(
+            conv_bn_lrelu(self.channels[a], self.channels[b], stride=2)
+            for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+
+    def forward(self, x: Tensor) -> dict[int, Tensor]:
+        check_shape(x, (None, self.in_channels, self.image_size, self.image_size), "encoder input")
+        x = self.stem(x)
+        feats = {self.image_size: x}
+        for block in self.down:
+            x = block(x)
+            feats[x.shape[-1]] = x
+        return feats
+
+
+class AdaIN(nn.Module):
+    """Adaptive instance normalisation (Karras et al. 2019).
+
+    ``out = scale(w) * (x - mean_hw(x)) / std_hw(x) + bias(w)``, per sample and channel, with
+    ``(scale, bias)`` an affine map of the style ``w``; ``scale = 1 + affine`` so an untrained
+    block starts as plain instance normalisation. x (B, C, H, W), w (B, style_dim).
+    """
+
+    def __init__(self, channels: int, style_dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.channels = channels
+        self.style_dim = style_dim
+        self.eps = eps
+        self.affine = nn.Linear(style_dim, 2 * channels)
+
+    def style(self, w: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-channel (scale, bias), each (B, C)."""
+        check_shape(w, (None, self.style_dim), "style w")
+        gamma, beta = self.affine(w).chunk(2, dim=1)
+        return 1.0 + gamma, beta
+
+    def forward(self, x: Tensor, w: Tensor) -> Tensor:
+        check_shape(x, (None, self.channels, None, None), "AdaIN input")
+        scale, bias = self.style(w)
+        xf = x.float()
+        var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, correction=0)
+        normed = ((xf - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)
+        return normed * scale[:, :, None, None].to(x.dtype) + bias[:, :, None, None].to(x.dtype)
+
+
+def doubling_body(in_channels: int, channels: int, kernel2: int = 1) -> nn.Sequential:
+    """conv-BN-LReLU-conv-BN, ``(B, in_channels, s, s) -> (B, 2 * channels, s, s)``: the two
+    convolution + batch-norm layers that double the channels before the split into a weight map
+    (or switch) and object features, shared by the fusion block and MC-GAN's synthesis block."""
+    return nn.Sequential(
+        conv(in_channels, channels),
+        nn.BatchNorm2d(channels),
+        nn.LeakyReLU(LRELU_SLOPE),
+        conv(channels, 2 * channels, kernel=kernel2),
+        nn.BatchNorm2d(2 * channels),
+    )
+
+
+class FusionBlock(nn.Module):
+    """The paper's fusion block (Fig. 1b) at one resolution.
+
+    ``prev`` (B, in_channels, s, s): synthesis features of the previous level, already upsampled;
+    ``background`` (B, channels, s, s): the background encoder's features at this level;
+    ``w`` (B, style_dim): the style (gene code and noise).
+
+    conv-BN-LReLU-conv-BN turns ``prev`` into ``2 * channels`` maps (the channel number doubles);
+    the first half, averaged over channels and squashed by a sigmoid, is the weight map ``a``
+    (B, 1, s, s); the second half is the object features ``o``. Then
+
+        out = a * AdaIN(a * o, w) + (1 - a) * background
+
+    Gating before AdaIN ("map + ... passing mainly nodule features to be normalised by gene
+    code") keeps background content out of the style statistics; gating again after AdaIN keeps
+    its style bias, a constant per channel, out of the region the map gives to the background.
+    Hence ``a = 0`` returns the background features exactly and ``a = 1`` returns
+    ``AdaIN(o, w)``. The second convolution is 1 x 1 (a per-pixel split into map and object):
+    the 3 x 3 first convolution already mixes space, and the finest level dominates the cost.
+    """
+
+    def __init__(self, in_channels: int, channels: int, style_dim: int, kernel2: int = 1):
+        super().__init__()
+        self.in_channels = in_channels
+        self.channels = channels
+        self.body = doubling_body(in_channels, channels, kernel2)
+        self.adain = AdaIN(channels, style_dim)
+
+    def split(self, prev: Tensor) -> tuple[Tensor, Tensor]:
+        """(weight map (B, 1, s, s) in [0, 1], object features (B, C, s, s))."""
+        check_shape(prev, (None, self.in_channels, None, None), "fusion input")
+        h = self.body(prev)
+        weight_half, obj = h[:, : self.channels], h[:, self.channels :]
+        return torch.sigmoid(weight_half.mean(dim=1, keepdim=True)), obj
+
+    def forward(
+        self, prev: Tensor, background: Tensor, w: Tensor, weight: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(fused features (B, C, s, s), weight map (B, 1, s, s)).
+
+        ``weight`` replaces the learnt map (ablations and tests); shape (B, 1, s, s).
+        """
+        s = prev.shape[-1]
+        check_shape(background, (prev.shape[0], self.channels, s, s), "fusion background")
+        a, obj = self.split(prev)
+        if weight is not None:
+            check_shape(weight, (prev.shape[0], 1, s, s), "fusion weight")
+            a = weight.to(obj.dtype)
+        out = a * self.adain(a * obj, w) + (1.0 - a) * background
+        return out, a
+
+
+class TupleBatchNorm2d(nn.BatchNorm2d):
+    """Batch normalisation that normalises each of ``groups`` equal chunks of the batch apart.
+
+    The discriminator scores real, mismatched and fake tuples in one pass over their
+    concatenation (one large convolution instead of several small ones); normalising each
+    chunk with its own statistics makes that pass equal to separate passes, so batch
+    statistics never mix real and fake samples.
+    """
+
+    def forward(self, x: Tensor, groups: int = 1) -> Tensor:  # type: ignore[override]
+        if groups == 1 or not self.training:
+            return super().forward(x)
+        if x.shape[0] % groups:
+            raise ValueError(f"batch of {x.shape[0]} does not split into {groups} equal tuples")
+        return torch.cat([super(TupleBatchNorm2d, self).forward(c) for c in x.chunk(groups)], 0)
+
+
+class DownBlock(nn.Module):
+    """Stride-2 conv (3 x 3) -> TupleBatchNorm2d (optional) -> LReLU; (N, cin, s, s) -> (N, cout,
+    s/2, s/2)."""
+
+    def __init__(self, cin: int, cout: int, norm: bool = True):
+        super().__init__()
+        self.conv = conv(cin, cout, stride=2, bias=not norm)
+        self.norm = TupleBatchNorm2d(cout) if norm else None
+
+    def forward(self, x: Tensor, groups: int = 1) -> Tensor:
+        x = self.conv(x)
+        if self.norm is not None:
+            x = self.norm(x, groups)
+        return F.leaky_relu(x, LRELU_SLOPE)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,117 @@
+"""The three-head discriminator of the paper (Fig. 1c), after MC-GAN (Park et al. 2018).
+
+* D_I: an image encoder -> patch scores;
+* D_IS: an image + mask encoder -> patch scores;
+* D_ISG: the D_IS bottleneck features joined with a gene code (replicated over the 4 x 4 grid)
+  -> conv-BN-LReLU -> patch scores.
+
+The gene code of D_ISG comes from the discriminator's OWN two-layer mapping of the raw genes,
+not from the generator's phi(g): the discriminator step then cannot move the generator's code,
+and the generator step cannot shape its code to please the discriminator's joint head instead
+of through the images it paints. The generator's phi(g) stays the one radiogenomic code.
+
+Scores are (N, 1, 4, 4) patches (the least-squares losses average them). Every method takes
+``groups``: the number of equal tuples concatenated along the batch, each normalised with its
+own batch statistics (see TupleBatchNorm2d), so one pass over real, mismatched and fake tuples
+equals separate passes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from radiolib.models.blocks import (
+    LRELU_SLOPE,
+    DownBlock,
+    GeneMapping,
+    TupleBatchNorm2d,
+    channel_schedule,
+    check_shape,
+    conv,
+    init_weights,
+)
+
+
+class ConvEncoder(nn.Module):
+    """Stride-2 3 x 3 convolutions down to 4 x 4: (N, cin, S, S) -> (N, C, 4, 4).
+
+    Channels double from ``width`` at S/2 and are capped at 4 ``width``; no normalisation on the
+    first layer (DCGAN).
+    """
+
+    def __init__(self, image_size: int, width: int, in_channels: int):
+        super().__init__()
+        sizes = list(channel_schedule(image_size, width))[1:]  # S/2 ... 4
+        chans = [width * min(2**k, 4) for k in range(len(sizes))]
+        self.blocks = nn.ModuleList([DownBlock(in_channels, chans[0], norm=False)])
+        self.blocks.extend(DownBlock(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True))
+        self.out_channels = chans[-1]
+
+    def forward(self, x: Tensor, groups: int = 1) -> Tensor:
+        for block in self.blocks:
+            x = block(x, groups)
+        return x
+
+
+class Discriminator(nn.Module):
+    """Three heads: D_I(x), D_IS(x, m), D_ISG(x, m, g). ``conditional=False`` keeps D_I only.
+
+    image_size S, width ``d_channels``; genes (N, n_genes) standardised expression.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        width: int,
+        n_genes: int = 0,
+        gene_hidden: int = 0,
+        code_dim: int = 0,
+        conditional: bool = True,
+    ):
+        super().__init__()
+        self.image_size = image_size
+        self.conditional = conditional
+        self.image_encoder = ConvEncoder(image_size, width, 1)
+        c = self.image_encoder.out_channels
+        self.image_head = conv(c, 1, bias=True)
+        if conditional:
+            self.n_genes = n_genes
+            self.image_mask_encoder = ConvEncoder(image_size, width, 2)
+            self.image_mask_head = conv(c, 1, bias=True)
+            self.mapping = GeneMapping(n_genes, gene_hidden, code_dim)
+            self.code_dim = code_dim
+            self.joint_conv = conv(c + code_dim, c)
+            self.joint_norm = TupleBatchNorm2d(c)
+            self.joint_head = conv(c, 1, bias=True)
+        init_weights(self)
+
+    def _check_images(self, x: Tensor, name: str) -> None:
+        check_shape(x, (None, 1, self.image_size, self.image_size), name)
+
+    def score_image(self, images: Tensor, groups: int = 1) -> Tensor:
+        """D_I: images (N, 1, S, S) in [-1, 1] -> (N, 1, 4, 4)."""
+        self._check_images(images, "discriminator images")
+        return self.image_head(self.image_encoder(images, groups))
+
+    def encode_image_mask(self, images: Tensor, masks: Tensor, groups: int = 1) -> Tensor:
+        """(N, 1, S, S) images in [-1, 1] and masks in [0, 1] -> features (N, C, 4, 4)."""
+        self._check_images(images, "discriminator images")
+        self._check_images(masks, "discriminator masks")
+        # masks enter centred like the images
+        return self.image_mask_encoder(torch.cat([images, 2.0 * masks - 1.0], 1), groups)
+
+    def score_image_mask(self, features: Tensor) -> Tensor:
+        """D_IS from :meth:`encode_image_mask` features -> (N, 1, 4, 4)."""
+        return self.image_mask_head(features)
+
+    def gene_code(self, genes: Tensor) -> Tensor:
+        """The discriminator's own gene code: (N, n_genes) -> (N, code_dim)."""
+        return self.mapping(genes)
+
+    def score_image_mask_gene(self, features: Tensor, code: Tensor, groups: int = 1) -> Tensor:
+        """D_ISG: features (N, C, 4, 4) and gene code (N, code_dim) -> (N, 1, 4, 4)."""
+        check_shape(code, (features.shape[0], self.code_dim), "discriminator gene code")
+        grid = code[:, :, None, None].expand(-1, -1, *features.shape[-2:])
+        h = self.joint_norm(self.joint_conv(torch.cat([features, grid], 1)), groups)
+        return self.joint_head(nn.functional.leaky_relu(h, LRELU_SLOPE))

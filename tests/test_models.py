@@ -1,0 +1,314 @@
+"""Shapes, invariants and a tiny end-to-end run of the three GANs (tiny networks)."""
+
+import math
+
+import pytest
+import torch
+
+from radiolib.config import ModelConfig, get_profile
+from radiolib.models import GAN, MODEL_NAMES, Synthesis, build_gan
+from radiolib.models.baseline import SynthesisBlock
+from radiolib.models.blocks import (
+    AdaIN,
+    Encoder,
+    FusionBlock,
+    GeneMapping,
+    channel_schedule,
+    count_parameters,
+)
+from radiolib.models.discriminator import Discriminator
+from radiolib.models.inpainting import disk, hole_from_mask
+
+TINY = ModelConfig(code_dim=8, gene_hidden=16, noise_dim=4, g_channels=4, d_channels=4)
+GENES = 12
+
+
+def make_batch(size: int, batch: int = 4, n_genes: int = GENES, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+
+    def masks():
+        centre = 8 + torch.rand(batch, 2, generator=g) * (size - 16)
+        radius = 2 + torch.rand(batch, generator=g) * 3
+        return disk(centre, radius, size)
+
+    return {
+        "tumour": torch.rand(batch, 1, size, size, generator=g) * 2 - 1,
+        "mask": masks(),
+        "genes": torch.randn(batch, n_genes, generator=g),
+        "background": torch.rand(batch, 1, size, size, generator=g) * 2 - 1,
+        "mismatch_mask": masks(),
+        "mismatch_genes": torch.randn(batch, n_genes, generator=g),
+        "noise": torch.randn(batch, TINY.noise_dim, generator=g),
+        "patient": torch.arange(batch),
+    }
+
+
+def tiny_gan(name: str, size: int) -> GAN:
+    torch.manual_seed(0)
+    return build_gan(name, GENES, size, TINY)
+
+
+# -- blocks -----------------------------------------------------------------------------
+
+
+def test_channel_schedule_and_encoder_shapes():
+    assert channel_schedule(64, 8) == {64: 8, 32: 8, 16: 16, 8: 32, 4: 32}
+    assert channel_schedule(32, 4) == {32: 4, 16: 4, 8: 8, 4: 16}
+    with pytest.raises(ValueError, match="power of two"):
+        channel_schedule(48, 4)
+    feats = Encoder(32, 4)(torch.zeros(2, 1, 32, 32))
+    assert {s: tuple(f.shape) for s, f in feats.items()} == {
+        32: (2, 4, 32, 32),
+        16: (2, 4, 16, 16),
+        8: (2, 8, 8, 8),
+        4: (2, 16, 4, 4),
+    }
+
+
+def test_gene_mapping_shape_and_error():
+    mapping = GeneMapping(GENES, 16, 8)
+    assert mapping(torch.zeros(3, GENES)).shape == (3, 8)
+    with pytest.raises(ValueError, match=r"genes must have shape \(B, 12\)"):
+        mapping(torch.zeros(3, GENES + 1))
+
+
+def test_adain_output_statistics_equal_style_scale_and_bias():
+    torch.manual_seed(0)
+    adain = AdaIN(3, 5)
+    x = torch.randn(2, 3, 8, 8) * 4 + 7
+    w = torch.randn(2, 5) * 10  # large style so scale is far from 1
+    out = adain(x, w)
+    scale, bias = adain.style(w)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out.mean(dim=(2, 3)), bias, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.std(dim=(2, 3), unbiased=False), scale.abs(), atol=1e-3, rtol=0)
+
+
+def fusion_inputs(block: FusionBlock, s: int = 8):
+    g = torch.Generator().manual_seed(1)
+    prev = torch.randn(2, block.in_channels, s, s, generator=g)
+    bg = torch.randn(2, block.channels, s, s, generator=g)
+    w = torch.randn(2, 6, generator=g)
+    return prev, bg, w
+
+
+def test_fusion_block_shapes_and_map_range():
+    block = FusionBlock(8, 4, 6)
+    prev, bg, w = fusion_inputs(block)
+    out, a = block(prev, bg, w)
+    assert out.shape == (2, 4, 8, 8) and a.shape == (2, 1, 8, 8)
+    assert 0 <= a.min() and a.max() <= 1
+
+
+def test_fusion_block_zero_map_returns_background_and_one_map_the_styled_object():
+    block = FusionBlock(8, 4, 6).eval()  # eval: BN uses fixed statistics, so calls agree
+    prev, bg, w = fusion_inputs(block)
+    out0, _ = block(prev, bg, w, weight=torch.zeros(2, 1, 8, 8))
+    assert torch.equal(out0, bg)
+    out1, _ = block(prev, bg, w, weight=torch.ones(2, 1, 8, 8))
+    _, obj = block.split(prev)
+    torch.testing.assert_close(out1, block.adain(obj, w))
+    # the background has no influence under a full object map
+    out1b, _ = block(prev, bg * 5 + 3, w, weight=torch.ones(2, 1, 8, 8))
+    torch.testing.assert_close(out1, out1b)
+
+
+def test_fusion_block_rejects_mismatched_background():
+    block = FusionBlock(8, 4, 6)
+    prev, bg, w = fusion_inputs(block)
+    with pytest.raises(ValueError, match="fusion background"):
+        block(prev, bg[:, :3], w)
+
+
+def test_synthesis_block_shapes():
+    out, a = SynthesisBlock(8, 4)(torch.randn(2, 8, 8, 8), torch.randn(2, 4, 8, 8))
+    assert out.shape == (2, 4, 8, 8) and a.shape == (2, 1, 8, 8)
+
+
+def test_discriminator_one_concatenated_pass_equals_separate_passes():
+    torch.manual_seed(0)
+    d = Discriminator(32, 4, GENES, 16, 8).train()
+    a, b = torch.randn(3, 1, 32, 32), torch.randn(3, 1, 32, 32)
+    joint = d.score_image(torch.cat([a, b]), groups=2)
+    apart = torch.cat([d.score_image(a), d.score_image(b)])
+    assert joint.shape == (6, 1, 4, 4)
+    torch.testing.assert_close(joint, apart)
+    # without per-tuple statistics the two would differ (BN would mix the tuples)
+    assert not torch.allclose(d.score_image(torch.cat([a, b])), apart)
+
+
+# -- the GANs ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_gan_output_shapes_and_ranges(name, size):
+    gan = tiny_gan(name, size)
+    batch = make_batch(size)
+    fake = gan.generate(batch)
+    assert isinstance(fake, Synthesis)
+    assert fake.image.shape == (4, 1, size, size) and fake.mask.shape == (4, 1, size, size)
+    assert fake.image.abs().max() <= 1 and 0 <= fake.mask.min() and fake.mask.max() <= 1
+    if name == "inpainting":
+        assert fake.weight_maps == []
+        assert gan.gene_code(batch["genes"]) is None
+    else:
+        levels = [8 * 2**k for k in range(int(math.log2(size // 8)) + 1)]
+        assert [m.shape for m in fake.weight_maps] == [(4, 1, s, s) for s in levels]
+        assert gan.gene_code(batch["genes"]).shape == (4, TINY.code_dim)
+    d = gan.discriminator_losses(batch, fake.detach())
+    g = gan.generator_losses(batch, fake)
+    assert "total" in d and "total" in g
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in {**d, **g}.values())
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_generate_draws_no_random_numbers_and_synthesize_defaults_to_zero_noise(name):
+    gan = tiny_gan(name, 32).eval()
+    batch = make_batch(32)
+    state = torch.get_rng_state()
+    a = gan.generate(batch)
+    b = gan.generate(batch)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a.image, b.image)
+    if name != "inpainting":
+        zero = gan.synthesize(batch["background"], batch["genes"], torch.zeros(4, TINY.noise_dim))
+        assert torch.equal(gan.synthesize(batch["background"], batch["genes"]).image, zero.image)
+
+
+@pytest.mark.parametrize("name", ["proposed", "baseline"])
+def test_shape_errors_name_the_expected_shape(name):
+    gan = tiny_gan(name, 32)
+    batch = make_batch(32)
+    with pytest.raises(ValueError, match=r"background must have shape \(B, 1, 32, 32\)"):
+        gan.synthesize(batch["background"][..., :16], batch["genes"])
+    with pytest.raises(ValueError, match=r"genes must have shape \(4, 12\)"):
+        gan.synthesize(batch["background"], batch["genes"][:, :5])
+    with pytest.raises(KeyError, match="noise"):
+        gan.generate({k: v for k, v in batch.items() if k != "noise"})
+
+
+def test_build_gan_rejects_unknown_names():
+    with pytest.raises(ValueError, match="proposed, baseline, inpainting"):
+        build_gan("stylegan", GENES, 32, TINY)
+    with pytest.raises(ValueError, match="power of two"):
+        build_gan("proposed", GENES, 40, TINY)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("n_genes", [5172, 20])
+def test_baseline_and_proposed_generators_have_equal_capacity(profile, n_genes):
+    p = get_profile(profile)
+    with torch.device("meta"):  # counting only: no memory, no initialisation cost
+        proposed = count_parameters(
+            build_gan("proposed", n_genes, p.curation.image_size, p.model).generator
+        )
+        baseline = count_parameters(
+            build_gan("baseline", n_genes, p.curation.image_size, p.model).generator
+        )
+    assert abs(baseline - proposed) <= 0.1 * proposed, (baseline, proposed)
+
+
+@pytest.mark.parametrize("name", ["proposed", "baseline"])
+def test_generator_loss_reaches_the_gene_mapping_but_not_the_discriminator(name):
+    gan = tiny_gan(name, 32)
+    batch = make_batch(32)
+    gan.generator_losses(batch, gan.generate(batch))["total"].backward()
+    grad = gan.generator.mapping.fc1.weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert all(p.grad is None for p in gan.discriminator.parameters())
+    assert all(p.requires_grad for p in gan.discriminator.parameters())
+
+
+def test_discriminator_uses_mismatched_genes_and_masks():
+    gan = tiny_gan("proposed", 32)
+    batch = make_batch(32)
+    fake = gan.generate(batch).detach()
+    base = gan.discriminator_losses(batch, fake)
+    other_genes = dict(batch, mismatch_genes=batch["mismatch_genes"] * -2.0 + 1.0)
+    changed = gan.discriminator_losses(other_genes, fake)
+    assert changed["d_image"] == base["d_image"]
+    assert changed["d_image_mask"] == base["d_image_mask"]
+    assert changed["d_image_mask_gene"] != base["d_image_mask_gene"]
+    other_mask = dict(batch, mismatch_mask=torch.flip(batch["mismatch_mask"], dims=[-1, -2]))
+    changed = gan.discriminator_losses(other_mask, fake)
+    assert changed["d_image"] == base["d_image"]
+    assert changed["d_image_mask"] != base["d_image_mask"]
+
+
+def test_background_l1_compares_with_the_background_input():
+    gan = tiny_gan("proposed", 32)
+    batch = make_batch(32)
+    fake = gan.generate(batch)
+    perfect = Synthesis(batch["background"], torch.zeros_like(fake.mask), [])
+    assert gan.generator_losses(batch, perfect)["g_background_l1"].item() == 0.0
+    shifted = Synthesis(batch["background"] + 0.5, torch.zeros_like(fake.mask), [])
+    l1 = gan.generator_losses(batch, shifted)["g_background_l1"].item()
+    assert l1 == pytest.approx(0.5)
+
+
+def test_hole_from_mask_hand_example():
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 9:12, 11:14] = 1.0  # 3 x 3 square centred at (10, 12), area 9
+    hole = hole_from_mask(mask, 1.2)[0, 0]
+    radius = 1.2 * math.sqrt(9 / math.pi)  # 2.03 px
+    rows, cols = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    expected = ((rows - 10) ** 2 + (cols - 12) ** 2 <= radius**2).float()
+    assert torch.equal(hole, expected)
+    assert hole.sum() == 13  # the centre, 4 neighbours at 1, 4 diagonals at 1.41, 4 at 2
+    with pytest.raises(ValueError, match=r"empty in batch rows \[1\]"):
+        hole_from_mask(torch.cat([mask, torch.zeros_like(mask)]), 1.2)
+
+
+def test_inpainting_keeps_the_input_outside_the_hole():
+    gan = tiny_gan("inpainting", 32)
+    batch = make_batch(32)
+    hole = hole_from_mask(batch["mask"], TINY.inpaint_margin)
+    out = gan.synthesize(batch["background"], batch["genes"], hole=hole)
+    outside = hole == 0
+    assert torch.equal(out.image[outside], batch["background"][outside])
+    assert not torch.equal(out.image[~outside], batch["background"][~outside])
+    assert torch.equal(out.mask, hole)
+    fake = gan.generate(batch)  # training: the real slice, erased at the real tumour's site
+    assert torch.equal(fake.mask, hole)
+    assert torch.equal(fake.image[outside], batch["tumour"][outside])
+    with pytest.raises(ValueError, match="hole"):
+        gan.synthesize(batch["background"], batch["genes"])
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_three_optimisation_steps_give_finite_losses(name):
+    gan = tiny_gan(name, 32)
+    opt_g = torch.optim.Adam(gan.generator.parameters(), 2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(gan.discriminator.parameters(), 2e-4, betas=(0.5, 0.999))
+    before = [p.detach().clone() for p in gan.generator.parameters()]
+    for step in range(3):
+        batch = make_batch(32, seed=step)
+        fake = gan.generate(batch)
+        opt_d.zero_grad()
+        d = gan("discriminator", batch, fake.detach())
+        d["total"].backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        g = gan("generator", batch, fake)
+        g["total"].backward()
+        opt_g.step()
+        assert all(torch.isfinite(v) for v in {**d, **g}.values())
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, gan.generator.parameters(), strict=True)
+    )
+
+
+@pytest.mark.parametrize("name", ["proposed", "baseline"])
+def test_genes_and_noise_change_the_synthesis(name):
+    # train mode: batch statistics (untrained running statistics would damp every signal)
+    gan = tiny_gan(name, 32)
+    batch = make_batch(32)
+    base = gan.synthesize(batch["background"], batch["genes"])
+    other = gan.synthesize(batch["background"], batch["mismatch_genes"])
+    noisy = gan.synthesize(batch["background"], batch["genes"], batch["noise"])
+    assert not torch.allclose(base.image, other.image)
+    assert not torch.allclose(base.image, noisy.image)
+    assert all(0 <= m.min() and m.max() <= 1 for m in base.weight_maps)
+    detached = gan.generate(batch).detach()
+    assert not detached.image.requires_grad and not detached.weight_maps[0].requires_grad
