@@ -11,3 +11,7 @@ class CohortError(RadiolibError, ValueError):
 
 class TrainingError(RadiolibError, RuntimeError):
     """Training cannot go on (a non-finite loss, an unusable checkpoint)."""
+
+
+class StaleRunError(TrainingError):
+    """A run folder holds a checkpoint made with other settings or other data."""

@@ -31,6 +31,7 @@ PSNR of two identical images is ``inf``. Single-pair functions report ``inf``; a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -639,7 +640,7 @@ def diversity(
 
 # --------------------------------------------------------------------------- GAN evaluation
 
-_PAIR_KEYS = ("background", "genes", "donor_image", "donor_mask", "donor_patient")
+_PAIR_KEYS = ("background", "genes", "real_tumour", "real_mask", "donor_patient")
 
 
 def _check_pairs(pairs: Mapping[str, np.ndarray]) -> int:
@@ -655,52 +656,30 @@ def _check_pairs(pairs: Mapping[str, np.ndarray]) -> int:
     return n
 
 
-def evaluation_pairs(cohort: Any, n: int, split: str = "test", seed: int = 0) -> dict:
-    """Draw ``n`` (donor tumour slice, background slice) pairs of one split of a curated cohort.
-
-    The donor gives the genes (and the truth to compare with); the background comes from a
-    different patient of the split where one exists. Returns ``background`` (n, S, S),
-    ``genes`` (n, G), ``donor_image`` (n, S, S), ``donor_mask`` (n, S, S), ``donor_patient``
-    (n,) patient index, ``background_patient`` (n,).
-    """
-    split_of = np.asarray(cohort.split)
-    tumour_ok = np.flatnonzero(split_of[np.asarray(cohort.tumour_patient)] == split)
-    bg_ok = np.flatnonzero(split_of[np.asarray(cohort.background_patient)] == split)
-    if len(tumour_ok) == 0 or len(bg_ok) == 0:
-        raise ValueError(
-            f"split {split!r} has {len(tumour_ok)} tumour and {len(bg_ok)} "
-            "background slices; need both"
-        )
-    rng = np.random.default_rng(seed)
-    donors = rng.choice(tumour_ok, n, replace=n > len(tumour_ok))
-    bgs = np.empty(n, dtype=int)
-    for k, d in enumerate(donors):
-        p = cohort.tumour_patient[d]
-        other = bg_ok[np.asarray(cohort.background_patient)[bg_ok] != p]
-        bgs[k] = rng.choice(other if len(other) else bg_ok)
-    donor_patient = np.asarray(cohort.tumour_patient)[donors]
-    return {
-        "background": np.asarray(cohort.background_images)[bgs].astype(np.float32),
-        "genes": np.asarray(cohort.genes)[donor_patient].astype(np.float32),
-        "donor_image": np.asarray(cohort.tumour_images)[donors].astype(np.float32),
-        "donor_mask": np.asarray(cohort.tumour_masks)[donors].astype(np.uint8),
-        "donor_patient": donor_patient,
-        "background_patient": np.asarray(cohort.background_patient)[bgs],
-    }
-
-
-def inpaint_holes(donor_masks: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
+def inpaint_holes(real_masks: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
     """Centred disks to inpaint: radius = ``margin`` x each donor mask's equivalent radius.
 
-    ``donor_masks`` (n, S, S) -> (holes (n, S, S) bool, radii (n,) pixels).
+    ``real_masks`` (n, S, S) -> (holes (n, S, S) bool, radii (n,) pixels).
     """
-    masks = np.asarray(donor_masks)
+    masks = np.asarray(real_masks)
     radii = np.array([margin * equivalent_radius(m) for m in masks])
     empty = np.flatnonzero(radii == 0)
     if len(empty):
         raise ValueError(f"donor masks of pairs {empty[:5].tolist()} are empty; cannot size holes")
     holes = np.stack([disk(m.shape, None, r) for m, r in zip(masks, radii, strict=True)])
     return holes, radii
+
+
+def _finest_weight_map(out: Any, size: int) -> np.ndarray:
+    """(B, size, size): the last (finest) weight map of a Synthesis, resized; NaN if none."""
+    maps = getattr(out, "weight_maps", None) or []
+    b = out.image.shape[0]
+    if not maps:
+        return np.full((b, size, size), np.nan, np.float32)
+    w = maps[-1].float()
+    if w.shape[-1] != size:
+        w = torch.nn.functional.interpolate(w, size=(size, size), mode="bilinear")
+    return w[:, 0].cpu().numpy()
 
 
 @torch.no_grad()
@@ -715,15 +694,17 @@ def synthesize_pairs(
 
     Every model gets a centred hole of ``inpaint_margin`` x the donor tumour's equivalent radius
     (only the inpainting model reads it). Returns ``image`` (n, S, S) in [0, 1], ``mask``
-    (n, S, S) in [0, 1], ``hole`` (n, S, S) bool, ``hole_radius`` (n,) and ``method`` (the
-    GAN's name). The model is switched to eval mode for the call and then restored.
+    (n, S, S) in [0, 1], ``weight`` (n, S, S): the finest level's fusion weight map (1 = object,
+    0 = background; NaN for a model without one), ``hole`` (n, S, S) bool, ``hole_radius`` (n,)
+    and ``method`` (the GAN's name). The model is switched to eval mode for the call and then
+    restored.
     """
     n = _check_pairs(pairs)
-    holes, radii = inpaint_holes(pairs["donor_mask"], inpaint_margin)
+    holes, radii = inpaint_holes(pairs["real_mask"], inpaint_margin)
     was_training = bool(getattr(gan, "training", False))
     if hasattr(gan, "eval"):
         gan.eval()
-    images, masks = [], []
+    images, masks, weights = [], [], []
     try:
         for s in range(0, n, batch_size):
             sl = slice(s, s + batch_size)
@@ -737,12 +718,14 @@ def synthesize_pairs(
             )
             images.append(((out.image[:, 0].float().cpu().numpy() + 1.0) / 2.0).clip(0, 1))
             masks.append(out.mask[:, 0].float().cpu().numpy())
+            weights.append(_finest_weight_map(out, bg.shape[-1]))
     finally:
         if was_training and hasattr(gan, "train"):
             gan.train()
     return {
         "image": np.concatenate(images).astype(np.float32),
         "mask": np.concatenate(masks).astype(np.float32),
+        "weight": np.concatenate(weights).astype(np.float32),
         "hole": holes,
         "hole_radius": radii,
         "method": str(getattr(gan, "name", "")),
@@ -841,8 +824,299 @@ def evaluate_pairs(
             }
         row.update({f"bg_{k}": v for k, v in kept.items()})
         st = measure_traits(img, synth["mask"][i], hu, voi)
-        dt = measure_traits(pairs["donor_image"][i], pairs["donor_mask"][i], hu, voi)
+        dt = measure_traits(pairs["real_tumour"][i], pairs["real_mask"][i], hu, voi)
         row.update({f"synth_{k}": v for k, v in st.items()})
         row.update({f"donor_{k}": v for k, v in dt.items()})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- the whole evaluation
+
+GENE_METHODS = ("baseline", "proposed")  # the methods that read genes
+# measured trait on a slice -> the phantom's hidden trait it should follow
+TRAIT_TRUTH = {
+    "diameter_mm": "diameter_mm",
+    "attenuation_hu": "solidity",
+    "margin_sharpness": "margin_sharpness",
+}
+
+
+@dataclass
+class SynthesisEvaluation:
+    """Everything notebook 03 shows, for one curated cohort and a set of trained runs."""
+
+    pairs: dict  # evaluation pairs (radiolib.data.dataset.evaluation_pairs)
+    synths: dict  # (method, seed) -> synthesize_pairs output on ``pairs``
+    per_pair: pd.DataFrame  # evaluate_pairs rows of every (method, seed), with a ``seed`` column
+    results: pd.DataFrame  # tidy: section, method, seed, measure, value, low, high, n
+    panel: dict  # one background, several donors' genes: method -> syntheses (counterfactuals)
+
+
+def _row(
+    section: str,
+    method: str,
+    seed: Any,
+    measure: str,
+    value: float,
+    low: float = np.nan,
+    high: float = np.nan,
+    n: int | None = None,
+) -> dict:
+    return {
+        "section": section,
+        "method": method,
+        "seed": str(seed),
+        "measure": measure,
+        "value": float(value),
+        "low": float(low),
+        "high": float(high),
+        "n": np.nan if n is None else int(n),
+    }
+
+
+def _ci_rows(section: str, table: pd.DataFrame, metrics: Sequence[str]) -> list[dict]:
+    return [
+        _row(
+            section,
+            method,
+            "all",
+            m.removeprefix("bg_"),
+            r[m],
+            r[f"{m}_low"],
+            r[f"{m}_high"],
+            r["n"],
+        )
+        for method, r in table.iterrows()
+        for m in metrics
+    ]
+
+
+def evaluate_synthesis(
+    cohort: Any,
+    cfg: Any,
+    gans: Mapping[tuple[str, int], Any],
+    truth: Any | None = None,
+    device: str = "cpu",
+) -> SynthesisEvaluation:
+    """The paper's Table 1 protocol and the study's own measures for trained GANs.
+
+    ``gans`` maps ``(method, seed)`` to a trained GAN (``radiolib.train.load_generator``);
+    ``cfg`` is the :class:`~radiolib.config.Profile`; ``truth`` the phantom's
+    :class:`~radiolib.data.phantom.PhantomTruth` (None on real data: the truth-based measures
+    are left out). Pairs are held-out donors' genes with held-out backgrounds
+    (``cfg.evaluation.pairs`` of them, drawn with ``cfg.curation.seed``). Sections of
+    ``results``:
+
+    * ``table1``: MSE / SSIM / PSNR against the background, pooled over seeds, bootstrap CI;
+    * ``background_kept``: the same over the region every method should keep;
+    * ``realism``: KID, MMD^2 and its permutation p-value, synthetic vs held-out real tumours;
+    * ``diversity``: mean pairwise L1 of syntheses for different donors on one background
+      relative to the same for those donors' real tumour slices (1 = as varied as real);
+    * ``counterfactual``: on that background, change inside vs outside the tumours;
+    * with ``truth``: ``gene_control`` (Spearman rho of each measured trait with the donor's
+      hidden trait; ``real`` rows measure the real slices, the ceiling) and ``subtype``
+      (accuracy of a classifier trained on real training slices, applied to syntheses against
+      the donor's subtype; ``chance`` is the majority share).
+    """
+    from radiolib.data.dataset import evaluation_pairs
+
+    if not gans:
+        raise ValueError("evaluate_synthesis needs at least one trained GAN")
+    ev = cfg.evaluation
+    pairs = evaluation_pairs(cohort, ev.pairs, seed=cfg.curation.seed, split="test")
+    synths = {
+        key: synthesize_pairs(gan, pairs, device=device, inpaint_margin=cfg.model.inpaint_margin)
+        for key, gan in gans.items()
+    }
+    seeds = sorted({seed for _, seed in gans})
+    frames = []
+    for seed in seeds:
+        same_seed = {m: synths[(m, s)] for (m, s) in synths if s == seed}
+        keep = background_keep_region(same_seed, cfg.model.erosion_px)
+        for method, synth in same_seed.items():
+            frames.append(evaluate_pairs(method, synth, pairs, cfg, keep).assign(seed=seed))
+    per_pair = pd.concat(frames, ignore_index=True)
+
+    rows: list[dict] = []
+    metric_names = ("mse", "ssim", "psnr")
+    rows += _ci_rows("table1", table1(per_pair, metric_names, n=ev.bootstrap), metric_names)
+    bg_names = tuple(f"bg_{m}" for m in metric_names)
+    kept = per_pair.dropna(subset=list(bg_names))
+    if len(kept):
+        rows += _ci_rows("background_kept", table1(kept, bg_names, n=ev.bootstrap), bg_names)
+
+    test_slices = np.flatnonzero(cohort.split[cohort.tumour_patient] == "test")
+    real_images = cohort.tumour_images[test_slices]
+    real_masks = cohort.tumour_masks[test_slices]
+    for (method, seed), synth in synths.items():
+        region = synth["hole"] if method == "inpainting" else synth["mask"]
+        r = realism(real_images, real_masks, synth["image"], region, n_perm=200, seed=seed)
+        rows += [_row("realism", method, seed, k, v) for k, v in r.items()]
+
+    panel = _counterfactual_panel(cohort, gans, pairs, cfg, device)
+    real_div = diversity(panel["real"]["images"])
+    for (method, seed), syn in panel["synths"].items():
+        effect = counterfactual_effect(syn["image"], syn["mask"], panel["background"])
+        rows += [
+            _row("counterfactual", method, seed, k, v) for k, v in effect.items() if k != "union_px"
+        ]
+        rows.append(
+            _row(
+                "diversity",
+                method,
+                seed,
+                "relative_l1",
+                diversity(syn["image"]) / real_div if real_div > 0 else np.nan,
+            )
+        )
+
+    if truth is not None:
+        rows += _truth_rows(cohort, cfg, per_pair, pairs, synths, truth)
+    return SynthesisEvaluation(
+        pairs=pairs, synths=synths, per_pair=per_pair, results=pd.DataFrame(rows), panel=panel
+    )
+
+
+def _counterfactual_panel(
+    cohort: Any, gans: Mapping, pairs: Mapping, cfg: Any, device: str, max_donors: int = 12
+) -> dict:
+    """One held-out background with the genes of up to ``max_donors`` held-out patients."""
+    donors = np.unique(pairs["donor_patient"])[:max_donors]
+    if len(donors) < 2:
+        donors = np.unique(cohort.tumour_patient)[:max_donors]
+    slices = np.array(
+        [
+            np.flatnonzero(cohort.tumour_patient == p)[
+                len(np.flatnonzero(cohort.tumour_patient == p)) // 2
+            ]
+            for p in donors
+        ]
+    )
+    background = pairs["background"][0]
+    panel_pairs = {
+        "background": np.repeat(background[None], len(donors), 0),
+        "genes": cohort.genes[donors].astype(np.float32),
+        "real_tumour": cohort.tumour_images[slices],
+        "real_mask": cohort.tumour_masks[slices],
+        "donor_patient": donors,
+    }
+    synths = {
+        key: synthesize_pairs(
+            gan, panel_pairs, device=device, inpaint_margin=cfg.model.inpaint_margin
+        )
+        for key, gan in gans.items()
+    }
+    return {
+        "background": background,
+        "donors": donors,
+        "synths": synths,
+        "real": {"images": panel_pairs["real_tumour"], "masks": panel_pairs["real_mask"]},
+    }
+
+
+def _truth_rows(
+    cohort: Any, cfg: Any, per_pair: pd.DataFrame, pairs: Mapping, synths: Mapping, truth: Any
+) -> list[dict]:
+    patients = truth.patients
+    ids = np.asarray(cohort.patients)
+    donor_truth = patients.loc[ids[pairs["donor_patient"]]].reset_index(drop=True)
+    rows: list[dict] = []
+    for (method, seed), group in per_pair.groupby(["method", "seed"]):
+        measured = group.set_index("pair")
+        for trait, hidden in TRAIT_TRUTH.items():
+            corr = trait_correlation(
+                measured[[f"synth_{trait}"]].set_axis([trait], axis=1),
+                donor_truth[[hidden]],
+                {trait: hidden},
+            )
+            rows.append(
+                _row(
+                    "gene_control",
+                    method,
+                    seed,
+                    trait,
+                    corr.loc[trait, "rho"],
+                    n=corr.loc[trait, "n"],
+                )
+            )
+    first = per_pair[per_pair.seed == per_pair.seed.min()].drop_duplicates("pair")
+    measured_real = first.set_index("pair")
+    for trait, hidden in TRAIT_TRUTH.items():
+        corr = trait_correlation(
+            measured_real[[f"donor_{trait}"]].set_axis([trait], axis=1),
+            donor_truth[[hidden]],
+            {trait: hidden},
+        )
+        rows.append(
+            _row("gene_control", "real", "-", trait, corr.loc[trait, "rho"], n=corr.loc[trait, "n"])
+        )
+
+    subtype = patients.loc[ids, "subtype"].to_numpy()
+    train_slices = np.flatnonzero(cohort.split[cohort.tumour_patient] == "train")
+    test_slices = np.flatnonzero(cohort.split[cohort.tumour_patient] == "test")
+    clf = train_subtype_classifier(
+        cohort.tumour_images[train_slices],
+        subtype[cohort.tumour_patient[train_slices]],
+        steps=cfg.evaluation.classifier_steps,
+        seed=cfg.curation.seed,
+    )
+    donor_subtype = subtype[pairs["donor_patient"]]
+    chance = np.bincount(donor_subtype).max() / len(donor_subtype)
+    rows.append(_row("subtype", "chance", "-", "accuracy", chance, n=len(donor_subtype)))
+    rows.append(
+        _row(
+            "subtype",
+            "real",
+            "-",
+            "accuracy",
+            classifier_accuracy(
+                clf, cohort.tumour_images[test_slices], subtype[cohort.tumour_patient[test_slices]]
+            ),
+            n=len(test_slices),
+        )
+    )
+    for (method, seed), synth in synths.items():
+        rows.append(
+            _row(
+                "subtype",
+                method,
+                seed,
+                "accuracy",
+                classifier_accuracy(clf, synth["image"], donor_subtype),
+                n=len(donor_subtype),
+            )
+        )
+    return rows
+
+
+def evaluate_runs(
+    curated: Any,
+    runs: Sequence[Any],
+    cfg: Any,
+    device: str = "cpu",
+    out: Any = None,
+    truth: Any | None = None,
+) -> SynthesisEvaluation:
+    """``radiolib evaluate``: load the curated cohort and the trained run folders ``runs``
+    (method and seed read from each checkpoint), evaluate, and write ``results.csv`` and
+    ``per_pair.csv`` into ``out`` when given."""
+    from pathlib import Path
+
+    from radiolib.data.curate import load_curated
+    from radiolib.io import atomic_write
+    from radiolib.config import resolve_device
+    from radiolib.train import load_checkpoint, load_generator
+
+    device = resolve_device(device)
+    cohort = load_curated(curated)
+    gans = {}
+    for run in runs:
+        ckpt = load_checkpoint(run)
+        gans[(str(ckpt["gan"]["name"]), int(ckpt["seed"]))] = load_generator(run, device)
+    result = evaluate_synthesis(cohort, cfg, gans, truth=truth, device=device)
+    if out is not None:
+        for name, frame in (("results.csv", result.results), ("per_pair.csv", result.per_pair)):
+            with atomic_write(Path(out) / name, "w") as fh:
+                frame.to_csv(fh, index=False)
+    return result

@@ -43,7 +43,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from radiolib.config import ModelConfig, Profile, resolve_device
-from radiolib.errors import TrainingError
+from radiolib.errors import StaleRunError, TrainingError
 from radiolib.io import atomic_write, read_json, write_json
 
 if TYPE_CHECKING:
@@ -641,7 +641,7 @@ def _train(
     if resume and (out / CHECKPOINT).is_file():
         ckpt = load_checkpoint(out)
         if ckpt["fingerprint"] != fp:
-            raise TrainingError(
+            raise StaleRunError(
                 f"{out / CHECKPOINT} belongs to a run with other settings (model, data, seed "
                 f"or parameters); train into another folder or pass resume=False"
             )
@@ -879,15 +879,23 @@ def train_models(
     progress: bool = False,
 ) -> pd.DataFrame:
     """Train every model for every seed (``cfg.train.seeds`` by default) into
-    ``run_dir(model, seed)``; finished runs are reused. One row per run: model, seed, steps,
-    seconds, images_per_s, skipped, out and the last logged loss terms."""
+    ``run_dir(model, seed)``; finished runs are reused, unfinished ones resumed, and a run made
+    with other settings or data (the cohort was curated again, a parameter changed) is trained
+    again from the start. One row per run: model, seed, steps, seconds, images_per_s, skipped,
+    out and the last logged loss terms."""
     rows = []
     for model in models:
         for seed in seeds if seeds is not None else cfg.train.seeds:
+            out = run_dir(model, seed)
             gan = build_for_cohort(model, cohort, cfg, seed)
-            result = train(
-                gan, cohort, cfg, run_dir(model, seed), seed, device=device, progress=progress
-            )
+            try:
+                result = train(gan, cohort, cfg, out, seed, device=device, progress=progress)
+            except StaleRunError as stale:
+                print(f"{stale}: the inputs changed, training {model} (seed {seed}) again")
+                gan = build_for_cohort(model, cohort, cfg, seed)
+                result = train(
+                    gan, cohort, cfg, out, seed, device=device, resume=False, progress=progress
+                )
             rows.append(
                 {
                     "model": model,

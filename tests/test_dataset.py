@@ -142,6 +142,8 @@ def test_evaluation_pairs_held_out_and_deterministic():
         np.testing.assert_array_equal(pairs[key], again[key])
     assert set(pairs["donor_patient"]) <= {2, 4}
     assert set(pairs["background_patient"]) <= {2, 4}
+    # the background comes from another held-out patient than the gene donor
+    assert (pairs["background_patient"] != pairs["donor_patient"]).all()
     assert pairs["genes"].shape == (16, G) and pairs["background"].shape == (16, S, S)
     assert pairs["noise"].shape == (16, 3)
     np.testing.assert_array_equal(pairs["genes"][:, 0], pairs["donor_patient"])

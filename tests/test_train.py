@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import radiolib
-from radiolib.errors import CohortError, TrainingError
+from radiolib.errors import CohortError, StaleRunError, TrainingError
 from radiolib.train import (
     GlobalBatchSampler,
     TrainResult,
@@ -405,5 +405,12 @@ def test_train_models_runs_each_model_and_seed_and_reuses_them(cohort, tmp_path)
     assert samples and 0 <= samples[-1]["image"].min() and samples[-1]["image"].max() <= 1
     again = train_models(cohort, cfg, folder, models=("proposed",), seeds=(0,), device="cpu")
     assert again.skipped.all()
+    # the cohort was curated again (other data): the run is trained again, not refused
+    changed = copy.copy(cohort)
+    changed.genes = cohort.genes[::-1].copy()
+    with pytest.raises(StaleRunError):
+        train(tiny_gan(), changed, cfg, folder("proposed", 0), 0, device="cpu")
+    redone = train_models(changed, cfg, folder, models=("proposed",), seeds=(0,), device="cpu")
+    assert not redone.skipped.any() and redone.steps.iloc[0] == cfg.train.steps
     with pytest.raises(TrainingError, match="no training log"):
         read_log(tmp_path / "nowhere")

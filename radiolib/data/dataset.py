@@ -133,7 +133,8 @@ def evaluation_pairs(
 
     Each pair draws a donor patient uniformly among the split's patients with tumour slices,
     one of the donor's tumour slices uniformly, and a background slice uniformly among the
-    split's backgrounds. Returns numpy arrays (images in [0, 1]):
+    split's backgrounds of other patients (the donor's own only when no other patient has one).
+    Returns numpy arrays (images in [0, 1]):
 
     - ``genes`` ``(n, G)`` float32: the donor's gene vector
     - ``background`` ``(n, S, S)`` float32, ``background_index`` ``(n,)`` row in
@@ -159,7 +160,11 @@ def evaluation_pairs(
     for k, p in enumerate(donor):
         rows = np.flatnonzero(cohort.tumour_patient == p)
         donor_slice[k] = rows[rng.integers(len(rows))]
-    bg = backgrounds[rng.integers(len(backgrounds), size=n)]
+    bg = np.empty(n, np.int64)
+    for k, p in enumerate(donor):
+        other = backgrounds[cohort.background_patient[backgrounds] != p]
+        pool = other if len(other) else backgrounds
+        bg[k] = pool[rng.integers(len(pool))]
     out = {
         "genes": cohort.genes[donor].astype(np.float32),
         "background": cohort.background_images[bg].astype(np.float32),
