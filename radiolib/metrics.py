@@ -1103,9 +1103,9 @@ def evaluate_runs(
     ``per_pair.csv`` into ``out`` when given."""
     from pathlib import Path
 
+    from radiolib.config import resolve_device
     from radiolib.data.curate import load_curated
     from radiolib.io import atomic_write
-    from radiolib.config import resolve_device
     from radiolib.train import load_checkpoint, load_generator
 
     device = resolve_device(device)

@@ -1,0 +1,91 @@
+import numpy as np
+import pandas as pd
+import plotly.io as pio
+import pytest
+
+from radiolib import plots
+
+
+def test_offline_renderer_embeds_plotly_without_cdn():
+    plots.setup_notebook()
+    assert pio.renderers.default == "radiolib+plotly_mimetype"
+    fig = plots.table_figure({"a": 1})
+    bundle = pio.renderers["radiolib"].to_mimebundle(fig.to_dict())
+    html = bundle["text/html"]
+    assert "plotly-graph-div" in html
+    assert 'src="https://' not in html  # nothing fetched from the internet
+    # plotly's own notebook renderer would load MathJax from a CDN for every figure
+    stock = pio.renderers["notebook"].to_mimebundle(fig.to_dict())["text/html"]
+    assert 'src="https://' in stock
+
+
+def test_image_grid_rows_columns_and_outlines():
+    rows = {"a": np.random.rand(3, 8, 8), "b": np.random.rand(2, 8, 8)}
+    masks = np.zeros((3, 8, 8))
+    masks[:, 2:5, 2:5] = 1
+    fig = plots.image_grid(rows, column_titles=["x", "y", "z"], contours={"a": masks})
+    kinds = [t.type for t in fig.data]
+    assert kinds.count("heatmap") == 5 and kinds.count("contour") == 3
+    contour = next(t for t in fig.data if t.type == "contour")
+    assert contour.colorscale[0][1] == "red"  # outlines are drawn in red, not plotly's default
+    assert np.array_equal(np.asarray(fig.data[0].z), rows["a"][0][::-1])  # image upright
+
+
+def test_embedding_panels_keep_each_points_colour():
+    labels = np.array([0, 1, 1, 2])
+    fig = plots.embedding_panels(
+        {"raw": np.random.rand(4, 2), "code": np.random.rand(4, 2)},
+        labels,
+        ["p1", "p2", "p3", "p4"],
+    )
+    colours = {(t.xaxis, t.legendgroup): t.marker.color for t in fig.data}
+    for lab in ("0", "1", "2"):
+        assert colours[("x", lab)] == colours[("x2", lab)] == plots.colour(int(lab))
+    assert sum(len(t.x) for t in fig.data) == 8
+
+
+def test_slice_png_outlines_mask():
+    from io import BytesIO
+
+    from PIL import Image
+
+    image = np.full((10, 10), 0.5)
+    mask = np.zeros((10, 10))
+    mask[3:7, 3:7] = 1
+    png = Image.open(BytesIO(plots.slice_png(image, mask, scale=2))).convert("RGB")
+    arr = np.asarray(png)
+    assert arr.shape == (20, 20, 3)
+    assert tuple(arr[6, 6]) == (255, 0, 0)  # boundary pixel (3, 3) scaled by 2
+    assert tuple(arr[10, 10]) == (127, 127, 127)  # inside, not on the edge
+
+
+def test_gene_matrix_orders_by_clustering():
+    rng = np.random.default_rng(0)
+    genes = rng.normal(size=(12, 40))
+    genes[:6, :10] += 3
+    fig = plots.gene_matrix_figure(genes, [f"P{i}" for i in range(12)], top=20)
+    z = np.asarray(fig.data[0].z)
+    assert z.shape == (12, 20)
+    assert sorted(fig.data[0].y) == sorted(f"P{i}" for i in range(12))
+
+
+def test_metric_bars_error_bars():
+    table = pd.DataFrame(
+        {"mse": [1.0, 2.0], "mse_low": [0.5, 1.5], "mse_high": [1.5, 3.0]}, index=["a", "b"]
+    )
+    fig = plots.metric_bars(table, ["mse"])
+    np.testing.assert_allclose(fig.data[0].error_y.array, [0.5, 1.0])
+    np.testing.assert_allclose(fig.data[0].error_y.arrayminus, [0.5, 0.5])
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_slice_browser_builds_without_output_widgets(n):
+    import ipywidgets as widgets
+
+    box = plots.slice_browser(
+        np.random.rand(n, 8, 8), np.ones((n, 8, 8)), [f"s{i}" for i in range(n)]
+    )
+    assert not any(isinstance(w, widgets.Output) for w in box.children)
+    slider, caption, picture = box.children
+    slider.value = n - 1
+    assert caption.value == f"s{n - 1}" and picture.value[:4] == b"\x89PNG"
