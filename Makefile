@@ -36,4 +36,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check radiolib tests
 
 clean:
-	rm -rf book/_build book/_executed runs
+	rm -rf book/_build book/_build.* book/_executed book/_executed.* runs

@@ -81,8 +81,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from radiolib.data.phantom import load_truth
 
         truth = load_truth(Path(args.truth))
-    result = evaluate_runs(Path(args.data), [Path(c) for c in args.checkpoints], _profile(args),
-                           device=args.device, out=Path(args.out), truth=truth)
+    result = evaluate_runs(
+        Path(args.data),
+        [Path(c) for c in args.checkpoints],
+        _profile(args),
+        device=args.device,
+        out=Path(args.out),
+        truth=truth,
+    )
     print(result.results.to_string(index=False))
     return 0
 
@@ -154,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="curated cohort folder")
     p.add_argument("--out", required=True, help="where the results CSV goes")
     p.add_argument("--device", default="auto")
-    p.add_argument("--truth", default=None,
-                   help="phantom folder: add the measures that need its hidden truth")
+    p.add_argument(
+        "--truth", default=None, help="phantom folder: add the measures that need its hidden truth"
+    )
     p.add_argument("checkpoints", nargs="+", help="run folders written by radiolib train")
     _profile_args(p)
     p.set_defaults(func=cmd_evaluate)

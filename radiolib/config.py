@@ -93,7 +93,7 @@ class EvaluationConfig:
     tsne_perplexity: float = 15.0
     classifier_steps: int = 300
     map_signals: tuple[float, ...] = (0.25, 1.0)  # phantom signal strengths compared in notebook 04
-    map_steps: int = 300  # training steps per model in the signal sweep
+    map_steps: int = 400  # training steps per model in the sweep (= train.steps: reuse main runs)
 
 
 @dataclass(frozen=True)
@@ -131,8 +131,8 @@ PROFILES: dict[str, Profile] = {
             bootstrap=200,
             tsne_perplexity=3.0,
             classifier_steps=20,
-            map_signals=(0.5, 2.0),
-            map_steps=8,
+            map_signals=(0.5, 1.0),
+            map_steps=12,
         ),
     ),
     "quick": Profile(name="quick"),
@@ -157,7 +157,7 @@ PROFILES: dict[str, Profile] = {
             tsne_perplexity=30.0,
             classifier_steps=2000,
             map_signals=(0.25, 0.5, 1.0, 2.0),
-            map_steps=10000,
+            map_steps=30000,
         ),
     ),
 }

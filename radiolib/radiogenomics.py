@@ -19,14 +19,21 @@ Conventional (the introduction's three steps, e.g. Zhou et al. 2018):
 On the synthetic cohort the truth is known, and both maps are read as sets of (gene, trait)
 links (:func:`conventional_links`, :func:`end_to_end_links`) and scored by
 :func:`link_recovery`.
+
+A study run (notebook 04): :func:`score_representations` gives every number of the map for raw
+genes and each trained model's code on one curated cohort; :func:`signal_sweep` repeats it on
+phantoms whose genes drive the image more or less strongly; :func:`interpolate_genes`
+synthesises tumours along the line between two patients' expression vectors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +55,7 @@ from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from .data.phantom import TRAITS
 from .errors import CohortError
 
 RIDGE_ALPHAS = np.logspace(-3, 3, 13)
@@ -585,3 +593,264 @@ def link_recovery(found_links: Iterable[tuple], true_links: Iterable[tuple]) -> 
         "recall": tp / len(truth),
         "precision": tp / len(found) if found else float("nan"),
     }
+
+
+# --------------------------------------------------------------------------- scoring a study run
+
+RAW = "raw genes"  # name of the representation that is the expression vector itself
+IMAGE_DRIVERS = ("subtype", *TRAITS)  # gene-module drivers that shape the tumour image
+
+
+def representations(cohort: Any, gans: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Each curated patient's representations: ``{"raw genes": (P, G), model: phi(g) (P, D)}``
+    for every model of ``gans`` (name -> trained GAN), rows in ``cohort.patients`` order."""
+    genes = _as_2d(cohort.genes, "cohort.genes")
+    out = {RAW: genes}
+    for name, gan in gans.items():
+        if name == RAW:
+            raise ValueError(f"a model may not be called {RAW!r}")
+        out[name] = gene_codes(gan, genes)
+    return out
+
+
+def truth_table(truth: Any, patients: Sequence[str]) -> pd.DataFrame:
+    """The hidden subtype and traits of ``patients`` (rows in that order) from a
+    :class:`radiolib.data.phantom.PhantomTruth`: columns ``subtype`` and the TRAITS."""
+    missing = [p for p in patients if p not in truth.patients.index]
+    if missing:
+        raise CohortError(
+            f"patients {missing[:5]} of the cohort are not in the phantom's ground truth "
+            f"(ground_truth/truth.json); was the cohort curated from another phantom?"
+        )
+    return truth.patients.loc[list(patients), ["subtype", *TRAITS]].copy()
+
+
+def linked_genes(
+    truth: Any, gene_names: Sequence[str], drivers: Iterable[str] = IMAGE_DRIVERS
+) -> np.ndarray:
+    """(G,) bool: which of ``gene_names`` the phantom's truth links to one of ``drivers``
+    (default: the subtype and the image traits; nuisance modules are not linked)."""
+    drivers = set(drivers)
+    links = truth.gene_links
+    linked = set(links.loc[links["driver"].isin(drivers), "gene"])
+    return np.array([g in linked for g in gene_names], dtype=bool)
+
+
+def cluster_examples(x: np.ndarray, labels: np.ndarray, n: int) -> dict[int, np.ndarray]:
+    """The ``n`` members of each cluster nearest its centroid in ``x`` (P, D): ``{label:
+    indices}`` (nearest first; fewer when the cluster is smaller)."""
+    x = _as_2d(x, "x")
+    labels = np.asarray(labels)
+    if labels.shape != (len(x),):
+        raise ValueError(f"labels {labels.shape} must be ({len(x)},)")
+    if n < 1:
+        raise ValueError(f"n must be >= 1 (got {n})")
+    out = {}
+    for lab in np.unique(labels):
+        members = np.flatnonzero(labels == lab)
+        dist = np.linalg.norm(x[members] - x[members].mean(0), axis=1)
+        out[int(lab)] = members[np.argsort(dist, kind="stable")[:n]]
+    return out
+
+
+def _auroc_or_nan(attribution: np.ndarray, mask: np.ndarray) -> dict:
+    if 0 < mask.sum() < len(mask):
+        return attribution_scores(attribution, mask)
+    return {"precision_at_k": float("nan"), "auroc": float("nan"), "k": int(mask.sum())}
+
+
+def score_representations(
+    cohort: Any, gans: Mapping[str, Any], truth: Any | None, cfg: Any, seed: int = 0
+) -> pd.DataFrame:
+    """The radiogenomic map's numbers, one row per representation (raw genes, then each model's
+    phi(g); index ``representation``).
+
+    Always: ``silhouette`` of the representation's own clusters (``cfg.evaluation.clusters``,
+    Ward). With the phantom's ``truth`` (None for real data) also: ``ari`` and ``nmi`` of those
+    clusters against the hidden subtypes, ``silhouette_subtypes`` (how far apart the true
+    subtypes lie), cross-validated linear probe R^2 of every trait (``r2_<trait>``) and their
+    mean ``mean_r2``, and for the gene codes the attribution scores: ``attribution_auroc`` and
+    ``attribution_precision_at_k`` of :func:`gene_attribution` (target ``"variance"``) against
+    the genes linked to the subtype or a trait, and ``trait_attribution_auroc``, the mean over
+    traits of the AUROC of :func:`trait_attribution` against that trait's own genes (NaN for
+    the raw genes, which have no attribution).
+    """
+    reps = representations(cohort, gans)
+    k = cfg.evaluation.clusters
+    labels = {name: cluster(x, k, seed) for name, x in reps.items()}
+    rows: dict[str, dict[str, float]] = {}
+    for name, x in reps.items():
+        rows[name] = {"silhouette": silhouette(x, labels[name])}
+    if truth is None:
+        return _score_frame(rows)
+    table = truth_table(truth, cohort.patients)
+    subtypes = table["subtype"].to_numpy()
+    traits = table[list(TRAITS)].astype(float)
+    probes = probe_table(reps, traits, seed=seed)
+    any_link = linked_genes(truth, cohort.gene_names)
+    for name, x in reps.items():
+        row = rows[name]
+        row.update(cluster_agreement(labels[name], subtypes))
+        row["silhouette_subtypes"] = silhouette(x, subtypes)
+        row.update({f"r2_{t}": float(probes.loc[name, t]) for t in TRAITS})
+        row["mean_r2"] = float(np.nanmean(probes.loc[name].to_numpy(float)))
+        row.update(
+            dict.fromkeys(
+                ("attribution_auroc", "attribution_precision_at_k", "trait_attribution_auroc"),
+                float("nan"),
+            )
+        )
+        if name == RAW:
+            continue
+        gan, genes = gans[name], cohort.genes
+        overall = _auroc_or_nan(gene_attribution(gan, genes, target="variance"), any_link)
+        row["attribution_auroc"] = overall["auroc"]
+        row["attribution_precision_at_k"] = overall["precision_at_k"]
+        per_trait = trait_attribution(gan, genes, traits)
+        aucs = [
+            _auroc_or_nan(per_trait[t].to_numpy(), linked_genes(truth, cohort.gene_names, (t,)))[
+                "auroc"
+            ]
+            for t in TRAITS
+        ]
+        row["trait_attribution_auroc"] = (
+            float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
+        )
+    return _score_frame(rows)
+
+
+def _score_frame(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "representation"
+    return frame
+
+
+# --------------------------------------------------------------------------- the signal sweep
+
+
+def sweep_plan(workspace: Any, signals: Sequence[float], steps: int) -> pd.DataFrame:
+    """Where each cohort of the signal sweep comes from; one row per signal.
+
+    Columns: ``signal``; ``main_cohort`` (the signal is the profile's: the study's own phantom
+    and curated cohort are used); ``curated`` (folder of the curated cohort); ``tag`` (the
+    :meth:`Workspace.model_dir` tag of its models: ``""``, the study's own models, when the
+    cohort is the main one and ``steps`` equals ``train.steps``, else ``signal<s>-steps<n>``,
+    so that runs with other step counts never share a folder).
+    """
+    cfg = workspace.profile
+    if not workspace.uses_phantom:
+        raise ValueError("the signal sweep needs the synthetic cohort (data='phantom')")
+    if int(steps) < 1:
+        raise ValueError(f"steps must be >= 1 (got {steps})")
+    values = [float(s) for s in signals]
+    if not values or any(not np.isfinite(s) or s < 0 for s in values):
+        raise ValueError(f"signals must be finite numbers >= 0 (got {list(signals)})")
+    if len(set(values)) != len(values):
+        raise ValueError(f"signals must differ (got {values})")
+    rows = []
+    for s in values:
+        main = s == float(cfg.phantom.signal)
+        own_models = main and int(steps) == cfg.train.steps
+        rows.append(
+            {
+                "signal": s,
+                "main_cohort": main,
+                "curated": workspace.curated
+                if main
+                else workspace.run_dir / f"curated-signal{s:g}",
+                "tag": "" if own_models else f"signal{s:g}-steps{int(steps)}",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def signal_sweep(
+    workspace: Any,
+    signals: Sequence[float],
+    steps: int,
+    models: Sequence[str] = ("baseline", "proposed"),
+    seed: int | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Score the map at several phantom signal strengths (how strongly genes drive the image).
+
+    For each signal (see :func:`sweep_plan`): write (or reuse) the phantom at that signal,
+    curate it with the profile's curation, train ``models`` for ``steps`` steps with seed
+    ``seed`` (default: the first of ``train.seeds``), and score them with
+    :func:`score_representations` against the phantom's truth. Finished phantoms, cohorts and
+    runs are reused. Returns a tidy frame: columns ``signal``, ``representation``, ``metric``,
+    ``value``, ``steps``.
+    """
+    from radiolib.data.curate import curate_cohort
+    from radiolib.data.phantom import load_truth
+    from radiolib.train import load_generator, train_models
+
+    cfg = workspace.profile
+    seed = cfg.train.seeds[0] if seed is None else int(seed)
+    plan = sweep_plan(workspace, signals, steps)
+    cfg_s = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=int(steps)))
+    frames = []
+    for run in plan.itertuples(index=False):
+        raw = workspace.phantom(None if run.main_cohort else run.signal, progress=progress)
+        cohort = curate_cohort(raw, run.curated, cfg.curation, progress=progress)
+
+        def model_dir(model: str, s: int, tag: str = run.tag) -> Path:
+            return workspace.model_dir(model, s, tag=tag)
+
+        train_models(cohort, cfg_s, model_dir, models, seeds=[seed], device=workspace.device)
+        gans = {m: load_generator(model_dir(m, seed)) for m in models}
+        scores = score_representations(cohort, gans, load_truth(raw), cfg, seed)
+        long = scores.reset_index().melt(
+            id_vars="representation", var_name="metric", value_name="value"
+        )
+        long.insert(0, "signal", run.signal)
+        long["steps"] = int(steps)
+        frames.append(long)
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- interpolation
+
+
+@torch.no_grad()
+def interpolate_genes(
+    gan: Any,
+    background: np.ndarray,
+    genes_a: np.ndarray,
+    genes_b: np.ndarray,
+    steps: int,
+    noise: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic tumours along the straight line between two expression vectors.
+
+    The generator takes genes, not codes, so the gene vectors are interpolated,
+    g(t) = (1 - t) g_a + t g_b for ``steps`` values of t evenly from 0 to 1, and each is
+    synthesised on the same ``background`` (S, S) in [0, 1] with the same ``noise`` (Z,)
+    (default zeros). ``genes_a``, ``genes_b``: (G,). Returns images (steps, S, S) in [0, 1] and
+    predicted masks (steps, S, S) in [0, 1].
+    """
+    from radiolib.data.dataset import from_net, to_net
+
+    bg = np.asarray(background, dtype=np.float32)
+    if bg.ndim != 2 or bg.shape[0] != bg.shape[1]:
+        raise ValueError(f"background must be one square slice (S, S), got {bg.shape}")
+    a = np.asarray(genes_a, dtype=np.float32).ravel()
+    b = np.asarray(genes_b, dtype=np.float32).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"genes_a {a.shape} and genes_b {b.shape} differ")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b)) and np.all(np.isfinite(bg))):
+        raise ValueError("background and gene vectors must be finite")
+    if int(steps) < 2:
+        raise ValueError(f"steps must be >= 2 (got {steps})")
+    t = np.linspace(0.0, 1.0, int(steps), dtype=np.float32)[:, None]
+    genes = torch.from_numpy((1.0 - t) * a[None] + t * b[None])
+    device = next(iter(gan.parameters())).device if hasattr(gan, "parameters") else "cpu"
+    backgrounds = to_net(torch.from_numpy(bg)).expand(len(genes), 1, *bg.shape).contiguous()
+    z = None
+    if noise is not None:
+        z = torch.as_tensor(np.asarray(noise, np.float32).ravel()).expand(len(genes), -1)
+        z = z.contiguous().to(device)
+    with _eval_mode(gan):
+        out = gan.synthesize(backgrounds.to(device), genes.to(device), z)
+    images = from_net(out.image.float().clamp(-1, 1)).cpu().numpy()[:, 0]
+    return images, out.mask.float().cpu().numpy()[:, 0]

@@ -527,12 +527,14 @@ def _trim_log(path: Path, step: int) -> None:
 
 
 def _sample_batch(cohort: Any, cfg: Profile, seed: int) -> dict[str, Tensor]:
-    """A fixed evaluation batch: the first train items at epoch 0 (backgrounds + genes)."""
+    """A fixed evaluation batch: train items at epoch 0 spread evenly over the split (slices of
+    one patient are consecutive, so the first items would all carry the same genes)."""
     from radiolib.data.dataset import PairedSlices
 
     ds = PairedSlices(cohort, "train", noise_dim=cfg.model.noise_dim, seed=seed)
     ds.set_epoch(0)
-    items = [ds[i] for i in range(min(SAMPLE_COUNT, len(ds)))]
+    picks = np.unique(np.linspace(0, len(ds) - 1, min(SAMPLE_COUNT, len(ds))).astype(int))
+    items = [ds[int(i)] for i in picks]
     return torch.utils.data.default_collate(items)
 
 

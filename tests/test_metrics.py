@@ -357,5 +357,3 @@ def test_pairs_validation():
     pairs["real_mask"][1] = 0
     with pytest.raises(ValueError, match=r"pairs \[1\]"):
         M.synthesize_pairs(DiskPainterGAN(), pairs)
-
-

@@ -89,3 +89,18 @@ def test_slice_browser_builds_without_output_widgets(n):
     slider, caption, picture = box.children
     slider.value = n - 1
     assert caption.value == f"s{n - 1}" and picture.value[:4] == b"\x89PNG"
+
+
+def test_table_figure_is_tall_enough_for_every_row():
+    short = plots.table_figure({"a": 1, "b": 2}, title="t")
+    many = plots.table_figure({f"k{i}": i for i in range(20)}, title="t")
+    wrapped = plots.table_figure({"a": "x " * 200, "b": 2}, title="t")
+    assert short.layout.height >= 40 + 28 + 2 * 22
+    assert many.layout.height >= 40 + 28 + 20 * 22
+    assert wrapped.layout.height > short.layout.height  # a long cell wraps onto more lines
+
+
+def test_table_figure_shows_missing_values():
+    frame = pd.DataFrame({"value": [1.5, np.nan]}, index=pd.Index(["a", "b"], name="k"))
+    fig = plots.table_figure(frame)
+    assert list(fig.data[0].cells.values[1]) == ["1.5", "nan"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,12 @@ from torch import nn
 
 from radiolib import metrics as M
 from radiolib import radiogenomics as R
+from radiolib.config import get_profile
+from radiolib.data.dataset import from_net, to_net
+from radiolib.data.phantom import TRAITS, PhantomTruth, load_truth
+from radiolib.errors import CohortError
+from radiolib.study import Workspace
+from tests.train_worker import SIZE, tiny_cohort, tiny_gan, tiny_profile
 
 
 class LinearGeneCode(nn.Module):
@@ -265,3 +272,185 @@ def test_representative_slices():
     im, mk, ids = R.representative_slices(imgs, masks, np.array([5, 5, 2, 2]))
     assert list(ids) == [2, 5]
     assert im[0, 0, 0] == 3 and im[1, 0, 0] == 1
+
+
+# ------------------------------------------------------------------ scoring a study run
+
+
+def _planted_cohort(p: int = 45, seed: int = 0):
+    """A cohort whose first 9 genes follow the subtype and the next 12 two genes per trait;
+    the other 39 follow a strong nuisance factor. Returns (cohort, truth)."""
+    rng = np.random.default_rng(seed)
+    ids = [f"R01-{i:03d}" for i in range(p)]
+    subtype = np.repeat(np.arange(3), p // 3)
+    traits = rng.normal(size=(p, len(TRAITS)))
+    nuisance = rng.normal(size=p)
+    genes = np.empty((p, 60))
+    genes[:, :9] = 3.0 * (subtype[:, None] == np.repeat(np.arange(3), 3)[None])
+    genes[:, 9:21] = np.repeat(traits, 2, axis=1)
+    genes[:, 21:] = 4.0 * nuisance[:, None] * rng.choice([-1, 1], 39)
+    genes += 0.1 * rng.normal(size=genes.shape)
+    names = [f"GENE{i:05d}" for i in range(60)]
+    drivers = ["subtype"] * 9 + [t for t in TRAITS for _ in range(2)] + ["batch"] * 39
+    links = pd.DataFrame({"gene": names, "driver": drivers})
+    pats = pd.DataFrame(traits, columns=list(TRAITS), index=pd.Index(ids, name="patient_id"))
+    pats.insert(0, "subtype", subtype)
+    pats = pats.iloc[::-1]  # truth in another order than the cohort: matched by id
+    cohort = SimpleNamespace(patients=ids, genes=genes.astype(np.float32), gene_names=names)
+    return cohort, PhantomTruth(pats, links)
+
+
+def test_score_representations_planted_codes():
+    cohort, truth = _planted_cohort()
+    gans = {
+        "baseline": LinearGeneCode(60, list(range(21, 60)), code_dim=8),  # nuisance genes only
+        "proposed": LinearGeneCode(60, list(range(21)), code_dim=21),  # the linked genes
+    }
+    cfg = get_profile("smoke")
+    scores = R.score_representations(cohort, gans, truth, cfg, seed=0)
+    assert list(scores.index) == [R.RAW, "baseline", "proposed"]
+    p, b = scores.loc["proposed"], scores.loc["baseline"]
+    # only the proposed code separates the subtypes and carries the traits
+    assert p["ari"] > 0.9 and p["nmi"] > 0.9 and b["ari"] < 0.2
+    assert p["silhouette_subtypes"] > b["silhouette_subtypes"]
+    assert p["mean_r2"] > 0.8 and b["mean_r2"] < 0.3
+    assert all(p[f"r2_{t}"] > 0.8 for t in TRAITS)
+    # attribution: proposed uses exactly the linked genes, baseline none of them
+    assert p["attribution_auroc"] == 1.0 and p["attribution_precision_at_k"] == 1.0
+    assert b["attribution_auroc"] == 0.0 and b["attribution_precision_at_k"] == 0.0
+    assert p["trait_attribution_auroc"] > 0.95
+    assert scores.loc[R.RAW, ["attribution_auroc", "trait_attribution_auroc"]].isna().all()
+    # real data: no truth, only the unsupervised number
+    unsup = R.score_representations(cohort, gans, None, cfg)
+    assert list(unsup.columns) == ["silhouette"]
+    assert unsup["silhouette"].to_numpy() == pytest.approx(scores["silhouette"].to_numpy())
+    missing = PhantomTruth(truth.patients.drop(index="R01-004"), truth.gene_links)
+    with pytest.raises(CohortError, match="R01-004"):
+        R.score_representations(cohort, gans, missing, cfg)
+
+
+def test_linked_genes_and_cluster_examples():
+    links = pd.DataFrame(
+        {"gene": ["A", "B", "C", "D"], "driver": ["subtype", "solidity", "batch", "sex"]}
+    )
+    truth = PhantomTruth(pd.DataFrame(), links)
+    names = ["D", "C", "B", "A", "E"]
+    assert R.linked_genes(truth, names).tolist() == [False, False, True, True, False]
+    assert R.linked_genes(truth, names, ("solidity",)).tolist() == [0, 0, 1, 0, 0]
+    x = np.array([[0.0], [1.0], [3.0], [10.0], [11.0]])
+    ex = R.cluster_examples(x, np.array([0, 0, 0, 1, 1]), n=2)
+    # cluster 0 has centroid 4/3: 1.0 is 1/3 away, 0.0 is 4/3, 3.0 is 5/3
+    assert ex[0].tolist() == [1, 0] and sorted(ex[1].tolist()) == [3, 4]
+    assert R.cluster_examples(x, np.array([0, 0, 0, 1, 1]), n=9)[1].size == 2
+
+
+def test_interpolate_genes_endpoints_and_midpoint():
+    gan = tiny_gan("proposed", seed=1)
+    cohort = tiny_cohort()
+    bg, a, b = cohort.background_images[0], cohort.genes[0], cohort.genes[3]
+    images, masks = R.interpolate_genes(gan, bg, a, b, steps=5)
+    assert images.shape == masks.shape == (5, SIZE, SIZE)
+    assert images.min() >= 0 and images.max() <= 1 and masks.min() >= 0 and masks.max() <= 1
+    gan.eval()
+    with torch.no_grad():
+        direct = gan.synthesize(
+            to_net(torch.from_numpy(bg))[None, None].expand(3, 1, SIZE, SIZE),
+            torch.from_numpy(np.stack([a, (a + b) / 2, b])),
+        )
+    np.testing.assert_allclose(images[[0, 2, 4]], from_net(direct.image[:, 0]).numpy(), atol=1e-5)
+    np.testing.assert_allclose(masks[[0, 2, 4]], direct.mask[:, 0].numpy(), atol=1e-5)
+    assert not np.allclose(images[0], images[4])  # the genes change the synthesis
+    same, _ = R.interpolate_genes(gan, bg, a, a, steps=3)
+    np.testing.assert_allclose(same[0], same[2], atol=1e-6)
+    with pytest.raises(ValueError, match="steps"):
+        R.interpolate_genes(gan, bg, a, b, steps=1)
+    with pytest.raises(ValueError, match="differ"):
+        R.interpolate_genes(gan, bg, a, b[:-1], steps=3)
+
+
+# ------------------------------------------------------------------ the signal sweep
+
+
+def _workspace(tmp_path, data: str = "phantom", **overrides) -> Workspace:
+    cfg = tiny_profile(
+        **{
+            "phantom.patients": 6,
+            "phantom.matrix": 64,
+            "phantom.signal": 1.0,
+            "curation.background_slices": 2,
+            "train.steps": 2,
+            **overrides,
+        }
+    )
+    return Workspace(profile=cfg, data=data, device="cpu", run_dir=tmp_path)
+
+
+def test_sweep_plan_reuses_only_what_matches(tmp_path):
+    ws = _workspace(tmp_path)
+    plan = R.sweep_plan(ws, [1.0, 0.5], steps=2).set_index("signal")
+    assert plan.loc[1.0, "main_cohort"] and plan.loc[1.0, "curated"] == ws.curated
+    assert plan.loc[1.0, "tag"] == ""  # the study's own models
+    assert not plan.loc[0.5, "main_cohort"]
+    assert plan.loc[0.5, "curated"] == tmp_path / "curated-signal0.5"
+    assert plan.loc[0.5, "tag"] == "signal0.5-steps2"
+    # other step counts never reuse the main models
+    assert R.sweep_plan(ws, [1.0], steps=5).loc[0, "tag"] == "signal1-steps5"
+    with pytest.raises(ValueError, match="differ"):
+        R.sweep_plan(ws, [0.5, 0.5], steps=2)
+    with pytest.raises(ValueError, match="steps"):
+        R.sweep_plan(ws, [0.5], steps=0)
+    with pytest.raises(ValueError, match="phantom"):
+        R.sweep_plan(_workspace(tmp_path, data=str(tmp_path)), [0.5], steps=2)
+
+
+def test_signal_sweep_on_a_tiny_phantom(tmp_path):
+    ws = _workspace(tmp_path)
+    sweep = R.signal_sweep(ws, [0.5], steps=2)
+    assert list(sweep.columns) == ["signal", "representation", "metric", "value", "steps"]
+    assert set(sweep["representation"]) == {R.RAW, "proposed", "baseline"}
+    value = sweep.set_index(["representation", "metric"])["value"]
+    for rep in (R.RAW, "proposed", "baseline"):
+        assert -1 <= value[rep, "ari"] <= 1 and 0 <= value[rep, "nmi"] <= 1
+        assert np.isfinite(value[rep, "mean_r2"])
+    for rep in ("proposed", "baseline"):
+        assert 0 <= value[rep, "attribution_auroc"] <= 1
+    done = ws.model_dir("proposed", 0, tag="signal0.5-steps2") / "done.json"
+    assert done.is_file() and (tmp_path / "curated-signal0.5" / "manifest.json").is_file()
+    assert load_truth(tmp_path / "phantom-signal0.5").params["signal"] == 0.5
+    # a second run reuses phantom, cohort and models and gives the same numbers
+    stamp = done.stat().st_mtime_ns
+    again = R.signal_sweep(ws, [0.5], steps=2)
+    assert done.stat().st_mtime_ns == stamp
+    pd.testing.assert_frame_equal(sweep, again)
+
+
+# ------------------------------------------------------------------ notebook 04 widgets
+
+
+def test_browsers_follow_their_controls():
+    from radiolib import plots
+
+    images = np.stack([np.full((8, 8), v) for v in (0.0, 0.25, 0.5, 0.75)])
+    masks = np.zeros((4, 8, 8))
+    box = plots.cluster_browser(images, masks, np.array([1, 0, 1, 1]), ["a", "b", "c", "d"])
+    choose, slider, caption, picture = box.children
+    assert caption.value.startswith("cluster 0: b (1 of 1)") and slider.max == 0
+    choose.value = 1
+    assert slider.max == 2 and caption.value == "cluster 1: a (1 of 3)"
+    slider.value = 2
+    assert caption.value == "cluster 1: d (3 of 3)"
+    assert picture.value == plots.slice_png(images[3], masks[3], 40)
+
+    calls = []
+
+    def frames(a: int, b: int):
+        calls.append((a, b))
+        return np.stack([images[a], images[b], images[b]]), np.zeros((3, 8, 8))
+
+    box = plots.interpolation_browser(["a", "b", "c", "d"], frames, 0, 2, 3)
+    pickers, slider, caption, picture = box.children
+    assert calls == [(0, 2)] and caption.value.startswith("t = 0.00")
+    pickers.children[1].value = 3  # a new second patient recomputes the frames
+    slider.value = 1
+    assert calls[-1] == (0, 3) and caption.value == "t = 0.50: 0.50 x a + 0.50 x d"
+    assert picture.value == plots.slice_png(images[3], np.zeros((8, 8)), 40)
