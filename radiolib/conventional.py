@@ -56,11 +56,13 @@ from radiolib.io import atomic_write
 from radiolib.radiogenomics import (
     RADIOMIC_TRAITS,
     conventional_links,
+    end_to_end_links,
     link_recovery,
     metagenes,
     radiomic_features,
     representative_slices,
     spearman_map,
+    trait_attribution,
 )
 
 MODULE_CUT = 0.6  # tree cut (1 - r): a module's genes correlate 0.4 on average
@@ -474,17 +476,51 @@ def recovery_table(scores: Mapping[str, dict], signal: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def read_map_links(path: str | Path) -> pd.DataFrame | None:
-    """The link table another notebook wrote (columns :data:`MAP_LINKS_COLUMNS`), or None when
-    ``path`` does not exist. Raises CohortError naming the missing columns."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    df = pd.read_csv(path)
-    missing = [c for c in MAP_LINKS_COLUMNS if c not in df.columns]
-    if missing:
-        raise CohortError(f"link table {path} lacks columns {missing} (has {list(df.columns)})")
-    return df
+def end_to_end_link_table(
+    gans: Mapping[str, Any],
+    cohort: Any,
+    cmap: ConventionalMap,
+    truth: Any,
+    signal: float,
+    feature_set: str = "measured",
+    feature_traits: Mapping[str, str] = PHANTOM_FEATURE_TRAITS,
+) -> pd.DataFrame:
+    """The end-to-end maps read as (gene, trait) links and scored like the conventional one.
+
+    Each GAN's gene code is read with the SAME image features the conventional map correlates
+    (``cmap.features[feature_set]``, per patient): a ridge probe from the code to each feature,
+    and the genes whose gradient x input drives that probe most
+    (:func:`radiolib.radiogenomics.trait_attribution`) are claimed for the feature's trait, as
+    many genes as the truth links to that trait (precision at k). The truth only scores the
+    claims. One row per GAN in the link-table format (:data:`MAP_LINKS_COLUMNS`), approach
+    ``end to end (<name>)``.
+    """
+    features = cmap.features.get(feature_set)
+    if features is None:
+        raise ValueError(f"the conventional map has no {feature_set!r} features")
+    columns = [f for f in features.columns if f in feature_traits]
+    if not columns:
+        raise ValueError(f"no feature of {feature_set!r} measures a phantom trait")
+    true = true_trait_links(truth, cohort.gene_names)
+    per_trait = pd.Series([t for _, t in true]).value_counts()
+    rows_of = {p: i for i, p in enumerate(cohort.patients)}
+    idx = [rows_of[p] for p in features.index]
+    measured = features[columns].rename(columns=dict(feature_traits))
+    top_k = {t: int(per_trait.get(t, 0)) for t in measured.columns}
+    rows = []
+    for name, gan in gans.items():
+        attribution = trait_attribution(gan, cohort.genes[idx], measured)
+        claims = end_to_end_links(attribution, cohort.gene_names, top_k)
+        rows.append(
+            {
+                "approach": f"end to end ({name})",
+                "signal": float(signal),
+                **link_recovery(claims, true),
+                "claimed_links": len(claims),
+                "true_links": len(true),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def write_map_links(table: pd.DataFrame, path: str | Path) -> Path:

@@ -236,23 +236,18 @@ def test_link_tables_side_by_side(tmp_path):
         [["conventional (measured)", 1.0, 5, 20, 0.1, 0.2, 25, 50]],
         columns=[*C.MAP_LINKS_COLUMNS, "claimed_links", "true_links"],
     )
-    path = tmp_path / "map_links.csv"
-    assert C.read_map_links(path) is None
-    pd.DataFrame(
+    other = pd.DataFrame(
         [["end-to-end", 0.5, 1, 2, 0.0, 0.3], ["end-to-end", 1.0, 9, 9, 0.2, 0.5]],
         columns=list(C.MAP_LINKS_COLUMNS),
-    ).to_csv(path, index=False)
-    both = C.side_by_side(ours, C.read_map_links(path))
+    )
+    both = C.side_by_side(ours, other)
     assert list(both.columns) == list(C.MAP_LINKS_COLUMNS)
     assert both["approach"].tolist() == ["end-to-end", "conventional (measured)", "end-to-end"]
     assert C.side_by_side(ours, None).shape == (1, 6)
-    again = C.read_map_links(C.write_map_links(ours, tmp_path / "ours.csv"))
+    again = pd.read_csv(C.write_map_links(ours, tmp_path / "ours.csv"))
     pd.testing.assert_frame_equal(again, ours)
     with pytest.raises(ValueError, match="recall"):
         C.write_map_links(ours.drop(columns=["recall"]), tmp_path / "bad.csv")
-    pd.DataFrame({"approach": ["x"], "signal": [1.0]}).to_csv(path, index=False)
-    with pytest.raises(CohortError, match="true_positives"):
-        C.read_map_links(path)
 
 
 # ------------------------------------------------------------------ helpers for real data
@@ -396,3 +391,35 @@ def test_load_reference_reports_bad_folders(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(CohortError, match="missing"):
         C.load_reference(tmp_path)
+
+
+def test_end_to_end_links_are_read_with_the_same_features_and_scored(planted):
+    from tests.test_radiogenomics import LinearGeneCode
+
+    cohort, cmap = planted
+    truth = _truth(cohort.gene_names)
+    names = cohort.gene_names
+    # a code built from the diameter (A) and density (B) genes, and one from noise genes only
+    informed = LinearGeneCode(
+        len(names),
+        [names.index(f"A{i}") for i in range(7)] + [names.index(f"B{i}") for i in range(10)],
+        code_dim=6,
+    )
+    blind = LinearGeneCode(len(names), [names.index(f"N{i}") for i in range(5, 10)], code_dim=6)
+    table = C.end_to_end_link_table(
+        {"informed": informed, "blind": blind}, cohort, cmap, truth, signal=1.0
+    )
+    assert list(table.approach) == ["end to end (informed)", "end to end (blind)"]
+    assert set(C.MAP_LINKS_COLUMNS) <= set(table.columns)
+    informed_row, blind_row = table.iloc[0], table.iloc[1]
+    # 7 true diameter genes and 10 true solidity genes: as many claims, so k = 17 in all
+    assert informed_row.claimed_links == blind_row.claimed_links == 17
+    # random 6-D mixes of the used genes: most claims right, against near none for noise genes
+    assert informed_row.true_positives >= 10 and blind_row.true_positives <= 4
+    assert informed_row.recall > 2 * blind_row.recall
+    # a code of the 7 diameter genes alone: its diameter claims are exactly those 7 genes
+    diameter_only = LinearGeneCode(len(names), [names.index(f"A{i}") for i in range(7)], code_dim=6)
+    row = C.end_to_end_link_table({"d": diameter_only}, cohort, cmap, truth, 1.0).iloc[0]
+    assert row.true_positives == 7
+    with pytest.raises(ValueError, match="no 'radiomics' features"):
+        C.end_to_end_link_table({"x": informed}, cohort, cmap, truth, 1.0, feature_set="radiomics")
