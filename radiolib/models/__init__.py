@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from radiolib import losses
+from radiolib.config import ModelConfig
 from radiolib.models.blocks import check_shape
 
 MODEL_NAMES = ("proposed", "baseline", "inpainting")
@@ -82,18 +83,16 @@ class GAN(nn.Module):
         discriminator: nn.Module,
         n_genes: int,
         image_size: int,
-        noise_dim: int,
-        lambda_background: float = 10.0,
-        erosion_px: int = 5,
+        cfg: ModelConfig,
     ):
         super().__init__()
         self.generator = generator
         self.discriminator = discriminator
         self.n_genes = n_genes
         self.image_size = image_size
-        self.noise_dim = noise_dim
-        self.lambda_background = float(lambda_background)
-        self.erosion_px = int(erosion_px)
+        self.noise_dim = int(cfg.noise_dim)
+        self.lambda_background = float(cfg.lambda_background)
+        self.erosion_px = int(cfg.erosion_px)
 
     # -- shapes ---------------------------------------------------------------------------
     def _check_image(self, x: Tensor, name: str) -> None:

@@ -146,15 +146,7 @@ class BaselineGAN(GAN):
         discriminator = Discriminator(
             image_size, cfg.d_channels, n_genes, cfg.gene_hidden, cfg.code_dim
         )
-        super().__init__(
-            generator,
-            discriminator,
-            n_genes,
-            image_size,
-            cfg.noise_dim,
-            cfg.lambda_background,
-            cfg.erosion_px,
-        )
+        super().__init__(generator, discriminator, n_genes, image_size, cfg)
 
 
 __all__ = ["BaselineGAN", "BaselineGenerator", "SynthesisBlock", "matched_base_channels"]

@@ -107,15 +107,7 @@ class InpaintingGAN(GAN):
     def __init__(self, n_genes: int, image_size: int, cfg):
         generator = InpaintingGenerator(image_size, cfg.g_channels)
         discriminator = Discriminator(image_size, cfg.d_channels, conditional=False)
-        super().__init__(
-            generator,
-            discriminator,
-            n_genes,
-            image_size,
-            cfg.noise_dim,
-            cfg.lambda_background,
-            cfg.erosion_px,
-        )
+        super().__init__(generator, discriminator, n_genes, image_size, cfg)
         self.margin = float(cfg.inpaint_margin)
         self.lambda_inpaint_l1 = float(cfg.lambda_inpaint_l1)
 

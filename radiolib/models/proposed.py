@@ -88,12 +88,4 @@ class ProposedGAN(GAN):
         discriminator = Discriminator(
             image_size, cfg.d_channels, n_genes, cfg.gene_hidden, cfg.code_dim
         )
-        super().__init__(
-            generator,
-            discriminator,
-            n_genes,
-            image_size,
-            cfg.noise_dim,
-            cfg.lambda_background,
-            cfg.erosion_px,
-        )
+        super().__init__(generator, discriminator, n_genes, image_size, cfg)
