@@ -17,13 +17,7 @@ from radiolib.bench import (
 )
 from radiolib.config import get_profile
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_count_flops_matches_hand_counts():

@@ -32,13 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("train_worker.py")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Bit-for-bit comparisons between runs need the same thread count everywhere.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
