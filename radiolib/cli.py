@@ -1,4 +1,5 @@
-"""The ``radiolib`` command: phantom | curate | train | evaluate | study | bench | fetch."""
+"""The ``radiolib`` command: phantom | curate | train | evaluate | convergence | study | bench |
+fetch."""
 
 from __future__ import annotations
 
@@ -93,6 +94,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convergence(args: argparse.Namespace) -> int:
+    from radiolib.convergence import convergence_study
+    from radiolib.data.curate import load_curated
+    from radiolib.io import atomic_write
+
+    truth = None
+    if args.truth:
+        from radiolib.data.phantom import load_truth
+
+        truth = load_truth(Path(args.truth))
+    out = Path(args.out)
+    frame = convergence_study(
+        load_curated(Path(args.data)),
+        _profile(args),
+        lambda model, seed: out / "runs" / f"{model}-seed{seed}",
+        steps=[int(s) for s in args.steps.split(",")],
+        seeds=[int(s) for s in args.seeds.split(",")],
+        models=args.models.split(","),
+        truth=truth,
+        device=args.device,
+    )
+    with atomic_write(out / "convergence.csv", "w") as fh:
+        frame.to_csv(fh, index=False)
+    print(f"convergence study: {len(frame)} rows in {out / 'convergence.csv'}")
+    return 0
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from radiolib.config import PROFILES
     from radiolib.study import run_study
@@ -166,6 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoints", nargs="+", help="run folders written by radiolib train")
     _profile_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "convergence", help="train to each step count of a grid and evaluate at each (on demand)"
+    )
+    p.add_argument("--data", required=True, help="curated cohort folder")
+    p.add_argument("--out", required=True, help="folder for the runs and convergence.csv")
+    p.add_argument("--truth", default=None, help="phantom folder: add the measures of its truth")
+    p.add_argument("--steps", default="100,200,400,800", help="comma-separated step counts")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    p.add_argument("--models", default="proposed,baseline", help="comma-separated models")
+    p.add_argument("--device", default="auto")
+    _profile_args(p)
+    p.set_defaults(func=cmd_convergence)
 
     p = sub.add_parser("study", help="run every notebook headless, then build the Jupyter Book")
     p.add_argument("--data", default="phantom", help="'phantom' (default) or a real cohort folder")

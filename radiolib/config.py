@@ -63,6 +63,27 @@ class ModelConfig:
     erosion_px: int = 5  # square structuring element of the eroded inverse mask
     lambda_inpaint_l1: float = 10.0  # inpainting GAN's reconstruction weight
     inpaint_margin: float = 1.2  # inpainted disk radius / tumour radius
+    # the proposed generator's mechanism (radiolib.models.blocks.FusionBlock); "paper" values
+    # are the paper read literally, the defaults what the study measured to work (book/method.md)
+    weight_map: str = "gate"  # "gate": own 1x1 conv, no batch norm | "paper": sigmoid(mean(BN))
+    gate_bias: float = -2.0  # the gate's starting logit (background side)
+    adain_input: str = "object"  # "object": AdaIN(o), gate once | "gated": AdaIN(a * o)
+    mask_source: str = "map"  # "map": G_m is the finest weight map | "head": its own output
+    d_gene_code: str = "generator"  # D_ISG reads the generator's phi(g) | "own": D's own mapping
+
+
+# variants of a model that change only its mechanism options (ModelConfig fields), trained
+# beside the three models so the book shows what each departure from the paper does
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    # the paper read literally: the map is the batch-normalised first half (channel mean), AdaIN
+    # normalises the gated features, the mask is a separate output
+    "proposed-paper": (
+        "proposed",
+        {"weight_map": "paper", "adain_input": "gated", "mask_source": "head"},
+    ),
+    # the discriminator's joint head reads a gene code of its own, not the generator's phi(g)
+    "proposed-own-code": ("proposed", {"d_gene_code": "own"}),
+}
 
 
 @dataclass(frozen=True)
@@ -94,6 +115,9 @@ class EvaluationConfig:
     classifier_steps: int = 300
     map_signals: tuple[float, ...] = (0.25, 1.0)  # phantom signal strengths compared in notebook 04
     map_steps: int = 400  # training steps per model in the sweep (= train.steps: reuse main runs)
+    # mechanism variants of the proposed GAN (radiolib.models.VARIANTS) trained beside the three
+    # models, on the same data and seeds, for the ablation of notebook 03
+    variants: tuple[str, ...] = ("proposed-paper",)
 
 
 @dataclass(frozen=True)
@@ -251,6 +275,18 @@ def _validate(profile: Profile) -> None:
         problems.append(f"curation.hu_window must be increasing (got {c.hu_window})")
     if not 0 < c.background_min_mm < c.background_max_mm:
         problems.append("curation.background_min_mm must be > 0 and < background_max_mm")
+    m = profile.model
+    for name, value, choices in (
+        ("weight_map", m.weight_map, ("gate", "paper")),
+        ("adain_input", m.adain_input, ("object", "gated")),
+        ("mask_source", m.mask_source, ("map", "head")),
+        ("d_gene_code", m.d_gene_code, ("generator", "own")),
+    ):
+        if value not in choices:
+            problems.append(f"model.{name} must be one of {', '.join(choices)} (got {value!r})")
+    unknown = [v for v in profile.evaluation.variants if v not in VARIANTS]
+    if unknown:
+        problems.append(f"evaluation.variants: unknown {unknown}; choose from {list(VARIANTS)}")
     if t.batch_size < 2:
         problems.append(f"train.batch_size must be >= 2 (got {t.batch_size})")
     if t.steps < 1:

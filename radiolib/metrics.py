@@ -150,25 +150,90 @@ def equivalent_radius(mask: np.ndarray) -> float:
 # --------------------------------------------------------------------------- aggregation
 
 
-def bootstrap_ci(
-    values: Sequence[float] | np.ndarray, n: int = 1000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean of ``values`` (N,) and its percentile-bootstrap CI ``(mean, low, high)``.
+def _unit_codes(groups: Sequence[Any], size: int) -> list[np.ndarray]:
+    """Each grouping as integer codes (size,)."""
+    codes = []
+    for g in groups:
+        g = np.asarray(g)
+        if g.shape != (size,):
+            raise ValueError(f"a grouping has shape {g.shape}, the values ({size},)")
+        codes.append(np.unique(g, return_inverse=True)[1].ravel())
+    return codes
 
-    Resamples the N pairs with replacement ``n`` times; NaN values are rejected.
+
+def bootstrap(
+    statistic: Any,
+    size: int,
+    groups: Sequence[Any] | None = None,
+    n: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``statistic(rows)`` on all ``size`` rows, and its percentile-bootstrap CI over the
+    independent units: ``(estimate, low, high)``.
+
+    ``groups``: label arrays (size,), e.g. ``(donor, seed)``. Each grouping's units are resampled
+    with replacement, independently (crossed), and a replicate takes every row of every drawn
+    combination, as often as drawn: pairs drawn from one donor or one training seed move
+    together, so the interval reflects how many donors and seeds there are, not how many pairs
+    were drawn from them. None: rows are the units. ``statistic`` maps an index array (with
+    repeats) to a float; replicates that give NaN are dropped.
     """
+    if size < 1:
+        raise ValueError("bootstrap needs at least one row")
+    if n < 1 or not 0 < level < 1:
+        raise ValueError(f"need n >= 1 and 0 < level < 1 (got n={n}, level={level})")
+    rng = np.random.default_rng(seed)
+    estimate = float(statistic(np.arange(size)))
+    if groups is None or len(groups) == 0:  # rows are the units
+        reps = np.array([statistic(rng.integers(0, size, size=size)) for _ in range(n)])
+        return _percentile_interval(estimate, reps, level)
+    codes = _unit_codes(groups, size)
+    # rows of each unit combination, found by a lexicographic sort of the codes
+    key = np.ravel_multi_index(codes, [int(c.max()) + 1 for c in codes])
+    order = np.argsort(key, kind="stable")
+    cells, starts = np.unique(key[order], return_index=True)
+    rows_of = dict(zip(cells.tolist(), np.split(order, starts[1:]), strict=True))
+    dims = [int(c.max()) + 1 for c in codes]
+    reps = np.empty(n)
+    for r in range(n):
+        drawn = [rng.integers(0, d, size=d) for d in dims]
+        combos = np.ravel_multi_index(np.meshgrid(*drawn, indexing="ij"), dims).ravel()
+        idx = [rows_of[c] for c in combos if c in rows_of]
+        reps[r] = statistic(np.concatenate(idx)) if idx else np.nan
+    return _percentile_interval(estimate, reps, level)
+
+
+def _percentile_interval(
+    estimate: float, reps: np.ndarray, level: float
+) -> tuple[float, float, float]:
+    reps = np.asarray(reps, np.float64)
+    reps = reps[np.isfinite(reps)]
+    if reps.size == 0:
+        return estimate, np.nan, np.nan
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(reps, [alpha, 1.0 - alpha])
+    return estimate, float(low), float(high)
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    groups: Sequence[Any] | None = None,
+    n: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Mean of ``values`` (N,) and its bootstrap CI ``(mean, low, high)`` over the units of
+    ``groups`` (see :func:`bootstrap`; None: the N values are the units). NaN is rejected."""
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size == 0:
         raise ValueError("bootstrap_ci needs at least one value")
     if not np.all(np.isfinite(x)):
         raise ValueError("bootstrap_ci got NaN or inf; drop or cap them first")
-    if n < 1 or not 0 < level < 1:
-        raise ValueError(f"need n >= 1 and 0 < level < 1 (got n={n}, level={level})")
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n, x.size))].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(x.mean()), float(low), float(high)
+    return bootstrap(lambda rows: x[rows].mean(), x.size, groups, n=n, level=level, seed=seed)
+
+
+UNITS = ("donor_patient", "seed")  # what is independent in an evaluation: donors, training seeds
 
 
 def table1(
@@ -177,31 +242,38 @@ def table1(
     n: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    units: Sequence[str] = UNITS,
 ) -> pd.DataFrame:
-    """Method x metric means with bootstrap CIs from per-pair rows.
+    """Method x metric means with bootstrap CIs over the independent units, from per-pair rows.
 
-    ``per_pair`` has a ``method`` column and one column per metric (one row per pair). The result
-    has index ``method`` and columns ``<metric>``, ``<metric>_low``, ``<metric>_high`` for each
-    metric, ``<metric>_capped`` for PSNR-like metrics (pairs whose ``inf`` was capped at
-    :data:`PSNR_CAP_DB`), and ``n`` (pairs used; NaN rows of a metric are left out of it).
+    ``per_pair`` has a ``method`` column and one column per metric (one row per pair); the CI
+    resamples the ``units`` columns that it has (by default donors and training seeds; pairs
+    when it has none). The result has index ``method`` and columns ``<metric>``,
+    ``<metric>_low``, ``<metric>_high`` for each metric, ``<metric>_capped`` for PSNR-like
+    metrics (pairs whose ``inf`` was capped at :data:`PSNR_CAP_DB`), ``n`` (pairs used; NaN
+    rows of a metric are left out of it) and ``units`` (e.g. ``"11 donor_patient x 3 seed"``).
     """
     missing = [c for c in ("method", *metrics) if c not in per_pair.columns]
     if missing:
         raise ValueError(f"per_pair lacks columns {missing}; has {list(per_pair.columns)}")
+    present = [u for u in units if u in per_pair.columns]
     rows = {}
     for method, group in per_pair.groupby("method", sort=False):
         row: dict[str, Any] = {"n": len(group)}
+        row["units"] = " x ".join(f"{group[u].nunique()} {u}" for u in present) or "pairs"
         for metric in metrics:
             vals = group[metric].to_numpy(dtype=np.float64)
-            vals = vals[~np.isnan(vals)]
+            keep = ~np.isnan(vals)
+            vals = vals[keep]
             if "psnr" in metric:
                 row[f"{metric}_capped"] = int(np.isinf(vals).sum())
                 vals = np.minimum(vals, PSNR_CAP_DB)
             if vals.size == 0:
                 row[metric] = row[f"{metric}_low"] = row[f"{metric}_high"] = np.nan
                 continue
+            groups = [group[u].to_numpy()[keep] for u in present]
             row[metric], row[f"{metric}_low"], row[f"{metric}_high"] = bootstrap_ci(
-                vals, n=n, level=level, seed=seed
+                vals, groups, n=n, level=level, seed=seed
             )
         rows[method] = row
     out = pd.DataFrame.from_dict(rows, orient="index")
@@ -460,6 +532,14 @@ def measure_traits_batch(
     return pd.DataFrame(rows, index=index)
 
 
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rho over the rows where both are finite; NaN under 3 rows or a constant side."""
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
+        return float("nan")
+    return float(stats.spearmanr(a[ok], b[ok])[0])
+
+
 def trait_correlation(
     measured_df: pd.DataFrame,
     truth_df: pd.DataFrame,
@@ -486,10 +566,8 @@ def trait_correlation(
         a = measured_df.loc[common, mcol].to_numpy(np.float64)
         b = truth_df.loc[common, tcol].to_numpy(np.float64)
         ok = np.isfinite(a) & np.isfinite(b)
-        if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
-            rho, p = np.nan, np.nan
-        else:
-            rho, p = stats.spearmanr(a[ok], b[ok])
+        rho = _spearman(a, b)
+        p = stats.spearmanr(a[ok], b[ok])[1] if np.isfinite(rho) else np.nan
         rows.append({"trait": mcol, "rho": float(rho), "p": float(p), "n": int(ok.sum())})
     return pd.DataFrame(rows).set_index("trait")
 
@@ -670,16 +748,16 @@ def inpaint_holes(real_masks: np.ndarray, margin: float) -> tuple[np.ndarray, np
     return holes, radii
 
 
-def _finest_weight_map(out: Any, size: int) -> np.ndarray:
-    """(B, size, size): the last (finest) weight map of a Synthesis, resized; NaN if none."""
-    maps = getattr(out, "weight_maps", None) or []
-    b = out.image.shape[0]
-    if not maps:
-        return np.full((b, size, size), np.nan, np.float32)
-    w = maps[-1].float()
-    if w.shape[-1] != size:
-        w = torch.nn.functional.interpolate(w, size=(size, size), mode="bilinear")
-    return w[:, 0].cpu().numpy()
+def _weight_maps(out: Any, size: int) -> list[np.ndarray]:
+    """Every fusion level's weight map of a Synthesis, coarse to fine, each (B, size, size):
+    a coarse map's cell covers the pixels it steers (nearest-neighbour); [] if none."""
+    maps = []
+    for w in getattr(out, "weight_maps", None) or []:
+        w = w.float()
+        if w.shape[-1] != size:
+            w = torch.nn.functional.interpolate(w, size=(size, size), mode="nearest")
+        maps.append(w[:, 0].cpu().numpy())
+    return maps
 
 
 @torch.no_grad()
@@ -695,7 +773,9 @@ def synthesize_pairs(
     Every model gets a centred hole of ``inpaint_margin`` x the donor tumour's equivalent radius
     (only the inpainting model reads it). Returns ``image`` (n, S, S) in [0, 1], ``mask``
     (n, S, S) in [0, 1], ``weight`` (n, S, S): the finest level's fusion weight map (1 = object,
-    0 = background; NaN for a model without one), ``hole`` (n, S, S) bool, ``hole_radius`` (n,)
+    0 = background; NaN for a model without one), ``weight_maps``: every level's map, coarse to
+    fine, each resized to (n, S, S) ([] without), ``weight_levels``: their native sizes,
+    ``hole`` (n, S, S) bool, ``hole_radius`` (n,)
     and ``method`` (the GAN's name). The model is switched to eval mode for the call and then
     restored.
     """
@@ -704,7 +784,7 @@ def synthesize_pairs(
     was_training = bool(getattr(gan, "training", False))
     if hasattr(gan, "eval"):
         gan.eval()
-    images, masks, weights = [], [], []
+    images, masks, levels = [], [], []
     try:
         for s in range(0, n, batch_size):
             sl = slice(s, s + batch_size)
@@ -718,14 +798,19 @@ def synthesize_pairs(
             )
             images.append(((out.image[:, 0].float().cpu().numpy() + 1.0) / 2.0).clip(0, 1))
             masks.append(out.mask[:, 0].float().cpu().numpy())
-            weights.append(_finest_weight_map(out, bg.shape[-1]))
+            levels.append(_weight_maps(out, bg.shape[-1]))
     finally:
         if was_training and hasattr(gan, "train"):
             gan.train()
+    image = np.concatenate(images).astype(np.float32)
+    weight_maps = [np.concatenate(level).astype(np.float32) for level in zip(*levels, strict=True)]
+    sizes = [int(m.shape[-1]) for m in (getattr(out, "weight_maps", None) or [])]
     return {
-        "image": np.concatenate(images).astype(np.float32),
+        "image": image,
         "mask": np.concatenate(masks).astype(np.float32),
-        "weight": np.concatenate(weights).astype(np.float32),
+        "weight": weight_maps[-1] if weight_maps else np.full(image.shape, np.nan, np.float32),
+        "weight_maps": weight_maps,
+        "weight_levels": sizes,
         "hole": holes,
         "hole_radius": radii,
         "method": str(getattr(gan, "name", "")),
@@ -766,6 +851,63 @@ def background_keep_region(
     return ~changed
 
 
+ANCHORS = ("oracle", "unchanged")  # Table 1's bounds: no GAN can beat or should lose to them
+
+
+def anchor_syntheses(pairs: Mapping[str, np.ndarray]) -> dict[str, dict]:
+    """The two references that bound Table 1, in :func:`synthesize_pairs`' layout.
+
+    * ``oracle``: the donor's real tumour pasted into the untouched background (its real mask
+      copied, everything else kept): what a perfect object/background separation with the
+      donor's own nodule would score against the background;
+    * ``unchanged``: the background itself, no tumour (empty mask): the score of painting
+      nothing, which Table 1's protocol rewards most.
+    """
+    n = _check_pairs(pairs)
+    bg = np.asarray(pairs["background"], np.float32)
+    real = np.asarray(pairs["real_mask"]) > 0
+    empty = np.zeros((n, *bg.shape[1:]), np.float32)
+    common = {
+        "weight": np.full(bg.shape, np.nan, np.float32),
+        "weight_maps": [],
+        "weight_levels": [],
+        "hole": np.zeros(bg.shape, bool),
+        "hole_radius": np.zeros(n),
+    }
+    return {
+        "oracle": {
+            **common,
+            "image": np.where(real, np.asarray(pairs["real_tumour"], np.float32), bg),
+            "mask": real.astype(np.float32),
+            "method": "oracle",
+        },
+        "unchanged": {**common, "image": bg.copy(), "mask": empty, "method": "unchanged"},
+    }
+
+
+def mechanism_per_pair(synth: Mapping[str, Any], dilation_px: int) -> pd.DataFrame:
+    """Per pair, what the fusion mechanism did (Fig. 2 in numbers).
+
+    Columns: ``mask_px`` (predicted mask > 0.5, pixels), ``mask_empty`` (0/1), and for every
+    fusion level s of ``synth["weight_levels"]``: ``w<s>_inside``, the mean weight map inside
+    the predicted mask (NaN when it is empty), and ``w<s>_outside``, the mean outside the
+    predicted mask dilated by a ``dilation_px`` square (where the background loss asks for the
+    background). Coarse maps are compared on the full-size grid (each cell covers its pixels).
+    """
+    mask = np.asarray(synth["mask"]) > 0.5
+    area = mask.sum((1, 2))
+    out = {"mask_px": area.astype(float), "mask_empty": (area == 0).astype(float)}
+    size = max(int(dilation_px), 1)
+    far = ~ndimage.binary_dilation(mask, structure=np.ones((1, size, size), bool))
+    for level, w in zip(synth.get("weight_levels", []), synth.get("weight_maps", []), strict=True):
+        inside = np.where(area > 0, (w * mask).sum((1, 2)) / np.maximum(area, 1), np.nan)
+        n_far = far.sum((1, 2))
+        outside = np.where(n_far > 0, (w * far).sum((1, 2)) / np.maximum(n_far, 1), np.nan)
+        out[f"w{level}_inside"] = inside
+        out[f"w{level}_outside"] = outside
+    return pd.DataFrame(out)
+
+
 def evaluate_pairs(
     method: str,
     synth: Mapping[str, Any],
@@ -785,7 +927,8 @@ def evaluate_pairs(
       (n, S, S) bool, normally :func:`background_keep_region` of all methods; when None each
       pair's own dilated tumour (and hole) is excluded. Regions under 49 pixels give NaN;
     * ``synth_<trait>`` and ``donor_<trait>`` for :func:`measure_traits`' traits, measured on
-      the synthesis with its mask and on the donor slice with its mask.
+      the synthesis with its mask and on the donor slice with its mask;
+    * the :func:`mechanism_per_pair` columns (mask area, empty masks, weight maps).
     """
     n = _check_pairs(pairs)
     for key in ("image", "mask", "hole", "hole_radius"):
@@ -828,12 +971,13 @@ def evaluate_pairs(
         row.update({f"synth_{k}": v for k, v in st.items()})
         row.update({f"donor_{k}": v for k, v in dt.items()})
         rows.append(row)
-    return pd.DataFrame(rows)
+    mechanism = mechanism_per_pair(synth, int(cfg.model.erosion_px))
+    return pd.concat([pd.DataFrame(rows), mechanism], axis=1)
 
 
 # --------------------------------------------------------------------------- the whole evaluation
 
-GENE_METHODS = ("baseline", "proposed")  # the methods that read genes
+NO_GENES = ("inpainting", *ANCHORS)  # methods whose tumour does not come from the genes
 # measured trait on a slice -> the phantom's hidden trait it should follow
 TRAIT_TRUTH = {
     "diameter_mm": "diameter_mm",
@@ -862,12 +1006,14 @@ def _row(
     low: float = np.nan,
     high: float = np.nan,
     n: int | None = None,
+    level: int | str = "",
 ) -> dict:
     return {
         "section": section,
         "method": method,
         "seed": str(seed),
         "measure": measure,
+        "level": str(level),
         "value": float(value),
         "low": float(low),
         "high": float(high),
@@ -875,20 +1021,23 @@ def _row(
     }
 
 
-def _ci_rows(section: str, table: pd.DataFrame, metrics: Sequence[str]) -> list[dict]:
+def _ci_rows(section: str, table: pd.DataFrame, columns: Mapping[str, tuple[str, Any]]) -> list:
+    """Rows of a :func:`table1` frame; ``columns`` maps each column to its (measure, level)."""
     return [
         _row(
             section,
             method,
             "all",
-            m.removeprefix("bg_"),
-            r[m],
-            r[f"{m}_low"],
-            r[f"{m}_high"],
+            measure,
+            r[col],
+            r[f"{col}_low"],
+            r[f"{col}_high"],
             r["n"],
+            level=level,
         )
         for method, r in table.iterrows()
-        for m in metrics
+        for col, (measure, level) in columns.items()
+        if np.isfinite(r[col])
     ]
 
 
@@ -929,22 +1078,36 @@ def evaluate_synthesis(
         key: synthesize_pairs(gan, pairs, device=device, inpaint_margin=cfg.model.inpaint_margin)
         for key, gan in gans.items()
     }
+    anchors = anchor_syntheses(pairs)
     seeds = sorted({seed for _, seed in gans})
     frames = []
     for seed in seeds:
         same_seed = {m: synths[(m, s)] for (m, s) in synths if s == seed}
         keep = background_keep_region(same_seed, cfg.model.erosion_px)
-        for method, synth in same_seed.items():
+        for method, synth in {**same_seed, **anchors}.items():
             frames.append(evaluate_pairs(method, synth, pairs, cfg, keep).assign(seed=seed))
     per_pair = pd.concat(frames, ignore_index=True)
 
     rows: list[dict] = []
+    boot = {"n": ev.bootstrap}
     metric_names = ("mse", "ssim", "psnr")
-    rows += _ci_rows("table1", table1(per_pair, metric_names, n=ev.bootstrap), metric_names)
-    bg_names = tuple(f"bg_{m}" for m in metric_names)
+    plain = {m: (m, "") for m in metric_names}
+    rows += _ci_rows("table1", table1(per_pair, metric_names, **boot), plain)
+    bg_names = {f"bg_{m}": (m, "") for m in metric_names}
     kept = per_pair.dropna(subset=list(bg_names))
     if len(kept):
-        rows += _ci_rows("background_kept", table1(kept, bg_names, n=ev.bootstrap), bg_names)
+        rows += _ci_rows("background_kept", table1(kept, list(bg_names), **boot), bg_names)
+    painted = per_pair[per_pair.method != "unchanged"]
+    mask_cols = {"mask_px": ("area_px", ""), "mask_empty": ("empty_rate", "")}
+    rows += _ci_rows("mask", table1(painted, list(mask_cols), **boot), mask_cols)
+    map_cols = {
+        c: (f"{c.split('_')[1]}_mean", c.split("_")[0][1:])
+        for c in per_pair.columns
+        if c.startswith("w") and c.endswith(("_inside", "_outside"))
+    }
+    with_maps = per_pair.dropna(subset=list(map_cols), how="all")
+    if map_cols and len(with_maps):
+        rows += _ci_rows("weight_map", table1(with_maps, list(map_cols), **boot), map_cols)
 
     test_slices = np.flatnonzero(cohort.split[cohort.tumour_patient] == "test")
     real_images = cohort.tumour_images[test_slices]
@@ -1022,35 +1185,38 @@ def _truth_rows(
     ids = np.asarray(cohort.patients)
     donor_truth = patients.loc[ids[pairs["donor_patient"]]].reset_index(drop=True)
     rows: list[dict] = []
-    for (method, seed), group in per_pair.groupby(["method", "seed"]):
-        measured = group.set_index("pair")
+    # the GANs that read genes, pooled over seeds, and the donors' real slices (the ceiling);
+    # inpainting is left out: its hole is sized from the donor's real tumour, so its diameter
+    # follows the donor whatever the genes
+    real = per_pair[per_pair.seed == per_pair.seed.min()].drop_duplicates("pair")
+    real = real.assign(method="real", seed="-")
+    for trait in [*TRAIT_TRUTH]:
+        real[f"synth_{trait}"] = real[f"donor_{trait}"]
+    scored = pd.concat([per_pair[~per_pair.method.isin(NO_GENES)], real], ignore_index=True)
+    for method, group in scored.groupby("method", sort=False):
+        hidden_rows = donor_truth.iloc[group["pair"].to_numpy()]
+        units = [group["donor_patient"].to_numpy(), group["seed"].astype(str).to_numpy()]
         for trait, hidden in TRAIT_TRUTH.items():
-            corr = trait_correlation(
-                measured[[f"synth_{trait}"]].set_axis([trait], axis=1),
-                donor_truth[[hidden]],
-                {trait: hidden},
+            a = group[f"synth_{trait}"].to_numpy(np.float64)
+            b = hidden_rows[hidden].to_numpy(np.float64)
+            rho, low, high = bootstrap(
+                lambda r, a=a, b=b: _spearman(a[r], b[r]),
+                len(group),
+                units,
+                n=cfg.evaluation.bootstrap,
             )
-            rows.append(
-                _row(
-                    "gene_control",
-                    method,
-                    seed,
-                    trait,
-                    corr.loc[trait, "rho"],
-                    n=corr.loc[trait, "n"],
+            n_ok = int((np.isfinite(a) & np.isfinite(b)).sum())
+            rows.append(_row("gene_control", method, "all", trait, rho, low, high, n=n_ok))
+        if method == "real":
+            continue
+        for seed, by_seed in group.groupby("seed"):
+            hidden_seed = donor_truth.iloc[by_seed["pair"].to_numpy()]
+            for trait, hidden in TRAIT_TRUTH.items():
+                rho = _spearman(
+                    by_seed[f"synth_{trait}"].to_numpy(np.float64),
+                    hidden_seed[hidden].to_numpy(np.float64),
                 )
-            )
-    first = per_pair[per_pair.seed == per_pair.seed.min()].drop_duplicates("pair")
-    measured_real = first.set_index("pair")
-    for trait, hidden in TRAIT_TRUTH.items():
-        corr = trait_correlation(
-            measured_real[[f"donor_{trait}"]].set_axis([trait], axis=1),
-            donor_truth[[hidden]],
-            {trait: hidden},
-        )
-        rows.append(
-            _row("gene_control", "real", "-", trait, corr.loc[trait, "rho"], n=corr.loc[trait, "n"])
-        )
+                rows.append(_row("gene_control", method, seed, trait, rho))
 
     subtype = patients.loc[ids, "subtype"].to_numpy()
     train_slices = np.flatnonzero(cohort.split[cohort.tumour_patient] == "train")

@@ -719,6 +719,28 @@ def score_representations(
     return _score_frame(rows)
 
 
+def map_scores(
+    cohort: Any, gans_by_seed: Mapping[int, Mapping[str, Any]], truth: Any | None, cfg: Any
+) -> pd.DataFrame:
+    """:func:`score_representations` for every training seed, as one tidy frame.
+
+    ``gans_by_seed`` maps a training seed to ``{model: trained GAN}``; the clustering uses the
+    same seed. Columns ``representation``, ``seed``, ``measure``, ``value``; the raw genes'
+    rows repeat per seed (only their clustering seed changes), so the spread over seeds of
+    every representation reads off one frame.
+    """
+    if not gans_by_seed:
+        raise ValueError("map_scores needs the models of at least one training seed")
+    frames = []
+    for seed, gans in gans_by_seed.items():
+        scores = score_representations(cohort, gans, truth, cfg, int(seed))
+        long = scores.reset_index().melt(
+            id_vars="representation", var_name="measure", value_name="value"
+        )
+        frames.append(long.assign(seed=int(seed)))
+    return pd.concat(frames, ignore_index=True)[["representation", "seed", "measure", "value"]]
+
+
 def _score_frame(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "representation"

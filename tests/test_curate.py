@@ -571,3 +571,21 @@ def test_explain_background_sampling_shows_the_band_and_centres():
 
     d2 = ndimage.distance_transform_edt(np.pad(view.lungs, 1), sampling=1.5)[1:-1, 1:-1]
     assert (d2[view.band] >= 5.0 - 1e-6).all()
+
+
+def test_soft_tissue_share_counts_dense_pixels_outside_the_tumour():
+    from radiolib.data.curate import soft_tissue_share
+
+    hu_window = (-1000.0, 400.0)
+    lung, tissue = (-850 + 1000) / 1400, (40 + 1000) / 1400  # windowed HU
+    images = np.full((2, 10, 10), lung, np.float32)
+    images[:, :, :3] = tissue  # chest wall: 30 of 100 pixels
+    masks = np.zeros((2, 10, 10), np.uint8)
+    masks[1, 4:8, 4:8] = 1  # a 16-pixel tumour, itself dense
+    images[1][masks[1] > 0] = tissue
+    share = soft_tissue_share(images, hu_window, masks)
+    assert share[0] == pytest.approx(0.30)
+    assert share[1] == pytest.approx(30 / 84)  # the tumour does not count as context
+    assert soft_tissue_share(images[:1], hu_window)[0] == pytest.approx(0.30)
+    with pytest.raises(ValueError, match="outside the window"):
+        soft_tissue_share(images, hu_window, threshold_hu=500)

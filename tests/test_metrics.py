@@ -357,3 +357,78 @@ def test_pairs_validation():
     pairs["real_mask"][1] = 0
     with pytest.raises(ValueError, match=r"pairs \[1\]"):
         M.synthesize_pairs(DiskPainterGAN(), pairs)
+
+
+def test_bootstrap_over_donors_covers_what_pairs_cannot():
+    """Pairs drawn from few donors are not independent: an interval over pairs is too narrow
+    for the population mean, one over donors covers it near the nominal rate."""
+    rng = np.random.default_rng(7)
+    reps, covered_pairs, covered_donors = 80, 0, 0
+    for k in range(reps):
+        donor = np.repeat(np.arange(12), 20)
+        x = rng.normal(0, 1, 12)[donor] + rng.normal(0, 0.1, donor.size)
+        _, lo_p, hi_p = M.bootstrap_ci(x, n=200, seed=k)
+        _, lo_d, hi_d = M.bootstrap_ci(x, [donor], n=200, seed=k)
+        assert hi_d - lo_d > 2 * (hi_p - lo_p)
+        covered_pairs += lo_p <= 0 <= hi_p
+        covered_donors += lo_d <= 0 <= hi_d
+    assert covered_pairs / reps < 0.5
+    assert covered_donors / reps > 0.8
+
+
+def test_bootstrap_crosses_donors_and_seeds_and_takes_any_statistic():
+    donor = np.tile(np.arange(5), 3)
+    seed = np.repeat(np.arange(3), 5)
+    x = seed * 10.0 + donor  # seeds dominate the spread
+    est, lo, hi = M.bootstrap(lambda r: x[r].mean(), x.size, [donor, seed], n=300)
+    assert est == pytest.approx(x.mean())
+    assert hi - lo > 8  # the seed-to-seed spread shows
+    _, lo1, hi1 = M.bootstrap(lambda r: x[r].mean(), x.size, [donor], n=300)
+    assert hi1 - lo1 < hi - lo
+    with pytest.raises(ValueError, match="shape"):
+        M.bootstrap(lambda r: 0.0, x.size, [donor[:3]])
+
+
+def test_table1_names_its_units():
+    df = pd.DataFrame(
+        {
+            "method": ["a"] * 6,
+            "mse": [1.0, 2, 3, 4, 5, 6],
+            "donor_patient": [0, 0, 1, 1, 2, 2],
+            "seed": [0, 1, 0, 1, 0, 1],
+        }
+    )
+    t = M.table1(df, ["mse"], n=50)
+    assert t.loc["a", "units"] == "3 donor_patient x 2 seed"
+    assert M.table1(df.drop(columns=["donor_patient", "seed"]), ["mse"], n=50).loc[
+        "a", "units"
+    ] == ("pairs")
+
+
+def test_anchors_bound_table1():
+    pairs = _eval_pairs()
+    anchors = M.anchor_syntheses(pairs)
+    bg, real = pairs["background"], pairs["real_mask"].astype(bool)
+    assert np.array_equal(anchors["unchanged"]["image"], bg)
+    assert anchors["unchanged"]["mask"].sum() == 0
+    oracle = anchors["oracle"]
+    assert np.array_equal(oracle["image"][real], pairs["real_tumour"][real])
+    assert np.array_equal(oracle["image"][~real], bg[~real])
+    assert np.array_equal(oracle["mask"] > 0.5, real)
+
+
+def test_mechanism_per_pair_reads_maps_inside_and_outside_the_mask():
+    n, s = 2, 16
+    mask = np.zeros((n, s, s), np.float32)
+    mask[:, 6:10, 6:10] = 1
+    mask[1] = 0  # an empty prediction
+    fine = np.where(mask > 0, 0.9, 0.1).astype(np.float32)
+    fine[1] = 0.3
+    coarse = np.full((n, s, s), 0.5, np.float32)
+    synth = {"mask": mask, "weight_maps": [coarse, fine], "weight_levels": [8, 16]}
+    out = M.mechanism_per_pair(synth, dilation_px=5)
+    assert list(out["mask_px"]) == [16, 0] and list(out["mask_empty"]) == [0, 1]
+    assert out.loc[0, "w16_inside"] == pytest.approx(0.9)
+    assert out.loc[0, "w16_outside"] == pytest.approx(0.1)
+    assert np.isnan(out.loc[1, "w16_inside"]) and out.loc[1, "w16_outside"] == pytest.approx(0.3)
+    assert out.loc[0, "w8_inside"] == pytest.approx(0.5)

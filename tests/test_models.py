@@ -113,11 +113,102 @@ def test_fusion_block_zero_map_returns_background_and_one_map_the_styled_object(
     torch.testing.assert_close(out1, out1b)
 
 
+def test_gate_starts_on_the_background_side_and_paper_map_at_one_half():
+    torch.manual_seed(0)
+    gate = FusionBlock(8, 4, 6, gate_bias=-2.0)
+    gate.reset_gate()
+    paper = FusionBlock(8, 4, 6, weight_map="paper")
+    prev, bg, w = fusion_inputs(gate)
+    _, a_gate = gate(prev, bg, w)
+    _, a_paper = paper(prev, bg, w)
+    # the gate's bias sets where the map starts: sigmoid(-2) = 0.12, nearly uniform
+    assert abs(a_gate.mean().item() - 1 / (1 + math.exp(2))) < 0.01
+    # the paper's map is a sigmoid of the channel mean of batch-normalised features: its logit
+    # has zero mean over the batch, so it sits at 0.5 whatever the input
+    assert abs(a_paper.mean().item() - 0.5) < 0.02
+    _, a_shifted = paper(prev * 7 + 3, bg, w)
+    assert abs(a_shifted.mean().item() - 0.5) < 0.02
+
+
+def test_adain_on_the_object_decouples_nodule_intensity_from_its_area():
+    """With AdaIN(o) the styled object's value at a pixel does not depend on how much of the
+    map is open; with AdaIN(a * o) it does (statistics over the gated map)."""
+    torch.manual_seed(0)
+    prev, bg, w = fusion_inputs(FusionBlock(8, 4, 6))
+    small, large = torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8)
+    small[..., 3:5, 3:5] = 1
+    large[..., 1:7, 1:7] = 1
+    centre = (slice(None), slice(None), slice(3, 5), slice(3, 5))
+    for mode, coupled in (("object", False), ("gated", True)):
+        block = FusionBlock(8, 4, 6, adain_input=mode).eval()
+        out_small, _ = block(prev, bg, w, weight=small)
+        out_large, _ = block(prev, bg, w, weight=large)
+        same = torch.allclose(out_small[centre], out_large[centre], atol=1e-5)
+        assert same is not coupled, mode
+
+
+def test_fusion_block_rejects_unknown_options():
+    with pytest.raises(ValueError, match="weight_map"):
+        FusionBlock(8, 4, 6, weight_map="mean")
+    with pytest.raises(ValueError, match="adain_input"):
+        FusionBlock(8, 4, 6, adain_input="both")
+
+
 def test_fusion_block_rejects_mismatched_background():
     block = FusionBlock(8, 4, 6)
     prev, bg, w = fusion_inputs(block)
     with pytest.raises(ValueError, match="fusion background"):
         block(prev, bg[:, :3], w)
+
+
+def test_proposed_mask_is_the_finest_map_or_its_own_head():
+    batch = make_batch(32)
+    torch.manual_seed(0)
+    by_map = build_gan("proposed", GENES, 32, TINY).generate(batch)
+    assert by_map.mask is by_map.weight_maps[-1]
+    assert [m.shape[-1] for m in by_map.weight_maps] == [4, 8, 16, 32]
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{**TINY.__dict__, "mask_source": "head"})
+    by_head = build_gan("proposed", GENES, 32, cfg).generate(batch)
+    assert by_head.mask is not by_head.weight_maps[-1]
+    assert by_head.mask.shape == (4, 1, 32, 32)
+
+
+@pytest.mark.parametrize("name", ["proposed", "baseline"])
+def test_joint_head_reads_the_generators_code_detached_in_the_d_step(name):
+    batch = make_batch(32)
+    gan = tiny_gan(name, 32)
+    assert not gan.discriminator.own_gene_code
+    fake = gan.generate(batch)
+    gan.discriminator_losses(batch, fake.detach())["total"].backward()
+    mapping = gan.generator.mapping
+    assert mapping.fc1.weight.grad is None  # the D step never moves the generator's code
+    # the G step shapes the code through D_ISG as well as through the images it paints
+    gan.zero_grad()
+    fake = gan.generate(batch)
+    loss = gan.generator_losses(batch, fake)["g_image_mask_gene"]
+    code_grad = torch.autograd.grad(loss, mapping.fc2.weight, retain_graph=True)[0]
+    assert code_grad.abs().sum() > 0
+    own = ModelConfig(**{**TINY.__dict__, "d_gene_code": "own"})
+    gan_own = build_gan(name, GENES, 32, own)
+    assert gan_own.discriminator.own_gene_code
+
+
+def test_variants_change_only_their_options():
+    from radiolib.models import VARIANTS
+
+    for name, (base, changes) in VARIANTS.items():
+        gan = build_gan(name, GENES, 32, TINY)
+        assert gan.name == name
+        plain = build_gan(base, GENES, 32, TINY)
+        assert type(gan) is type(plain)
+        if "weight_map" in changes:
+            assert gan.generator.fusion[0].weight_map == changes["weight_map"]
+            assert gan.generator.mask_source == changes["mask_source"]
+        if "d_gene_code" in changes:
+            assert gan.discriminator.own_gene_code
+    with pytest.raises(ValueError, match="proposed-paper"):
+        build_gan("nosuch", GENES, 32, TINY)
 
 
 def test_synthesis_block_shapes():
@@ -153,7 +244,9 @@ def test_gan_output_shapes_and_ranges(name, size):
         assert fake.weight_maps == []
         assert gan.gene_code(batch["genes"]) is None
     else:
-        levels = [8 * 2**k for k in range(int(math.log2(size // 8)) + 1)]
+        # the proposed generator fuses at the 4 x 4 bottleneck too; MC-GAN merges its base there
+        first = 4 if name == "proposed" else 8
+        levels = [first * 2**k for k in range(int(math.log2(size // first)) + 1)]
         assert [m.shape for m in fake.weight_maps] == [(4, 1, s, s) for s in levels]
         assert gan.gene_code(batch["genes"]).shape == (4, TINY.code_dim)
     d = gan.discriminator_losses(batch, fake.detach())

@@ -329,6 +329,21 @@ def test_score_representations_planted_codes():
         R.score_representations(cohort, gans, missing, cfg)
 
 
+def test_map_scores_is_tidy_over_seeds():
+    cohort, truth = _planted_cohort()
+    gans = {"proposed": LinearGeneCode(60, list(range(21)), code_dim=21)}
+    cfg = get_profile("smoke")
+    frame = R.map_scores(cohort, {0: gans, 1: gans}, truth, cfg)
+    assert list(frame.columns) == ["representation", "seed", "measure", "value"]
+    ari = frame[frame.measure == "ari"].set_index(["representation", "seed"])["value"]
+    assert set(ari.index) == {(r, s) for r in (R.RAW, "proposed") for s in (0, 1)}
+    assert (ari.loc["proposed"] > 0.9).all()
+    one = R.score_representations(cohort, gans, truth, cfg, seed=1)
+    assert ari.loc[("proposed", 1)] == one.loc["proposed", "ari"]
+    with pytest.raises(ValueError, match="at least one"):
+        R.map_scores(cohort, {}, truth, cfg)
+
+
 def test_linked_genes_and_cluster_examples():
     links = pd.DataFrame(
         {"gene": ["A", "B", "C", "D"], "driver": ["subtype", "solidity", "batch", "sex"]}

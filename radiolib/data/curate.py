@@ -259,6 +259,35 @@ def window(hu: np.ndarray, hu_window: Sequence[float]) -> np.ndarray:
     return np.clip((np.asarray(hu, np.float32) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
+SOFT_TISSUE_HU = -300.0  # above this a pixel is soft tissue (or bone), below it aerated lung
+
+
+def soft_tissue_share(
+    images: np.ndarray,
+    hu_window: Sequence[float],
+    masks: np.ndarray | None = None,
+    threshold_hu: float = SOFT_TISSUE_HU,
+) -> np.ndarray:
+    """Per slice, the share of pixels denser than ``threshold_hu`` outside the tumour mask.
+
+    images (N, S, S) windowed to [0, 1] by ``hu_window``; masks (N, S, S) {0, 1} or None (no
+    tumour). Returns (N,) float in [0, 1]: how much chest wall, mediastinum and vessel a
+    slice's context holds, so tumour and background slices can be compared on that footing.
+    """
+    images = np.asarray(images, np.float32)
+    if images.ndim != 3:
+        raise ValueError(f"images must be (N, S, S), got {images.shape}")
+    lo, hi = float(hu_window[0]), float(hu_window[1])
+    if not lo < threshold_hu < hi:
+        raise ValueError(f"threshold {threshold_hu} HU lies outside the window {lo}..{hi} HU")
+    dense = images > (threshold_hu - lo) / (hi - lo)
+    outside = np.ones_like(dense) if masks is None else ~np.asarray(masks, bool)
+    if outside.shape != dense.shape:
+        raise ValueError(f"masks {outside.shape} differ from images {dense.shape}")
+    counted = outside.sum((1, 2))
+    return np.where(counted > 0, (dense & outside).sum((1, 2)) / np.maximum(counted, 1), np.nan)
+
+
 def resize_stack(stack: np.ndarray, image_size: int, is_mask: bool = False) -> np.ndarray:
     """``(n, H, W)`` -> ``(n, S, S)`` by area averaging (masks: average ``>= 0.5``, uint8).
 

@@ -52,6 +52,7 @@ NUISANCE: tuple[str, ...] = ("sex", "batch", "proliferation", "immune", "stromal
 EXPRESSION_FILE = "GSE103584_R01_NSCLC_RNAseq.txt"
 CLINICAL_FILE = "NSCLCR01Radiogenomic_DATA_LABELS_phantom.csv"
 TRUTH_FILE = Path("ground_truth") / "truth.json"
+PLEURA_BAND_MM = 2.0  # tumour centres lie at most this beyond the closest fit (_place_tumour)
 COLLECTION = "nsclc_radiogenomics"
 _UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root for generated UIDs
 _VERSION = "radiolib-phantom-1"
@@ -665,8 +666,15 @@ def _anatomy(geo: _Geometry, rng: np.random.Generator) -> tuple[np.ndarray, np.n
 def _place_tumour(
     lung: np.ndarray, geo: _Geometry, need_mm: float, rng: np.random.Generator
 ) -> np.ndarray | None:
-    """A centre ``(z, y, x)`` mm in the tumour's lung at least ``need_mm`` from its boundary
-    (and from the image edge), with 31 mm of slices above and below for a 60 mm VOI."""
+    """A centre ``(z, y, x)`` mm in the tumour's lung ``need_mm`` to ``need_mm +``
+    :data:`PLEURA_BAND_MM` from its boundary (and from the image edge), with 31 mm of slices
+    above and below for a 60 mm VOI.
+
+    The band keeps the tumour's surface within a few millimetres of the pleura, as most
+    resected NSCLC tumours are peripheral, and gives tumour slices about the share of chest
+    wall and mediastinum that background slices have (their centres lie 5-25 mm from the lung
+    boundary): a tumour placed anywhere deeper sits in aerated lung that no background shows.
+    Deeper centres are used only when the band holds none."""
     s = 2 if geo.dz < 2 else 1
     c = 3
     sub = np.pad(lung[::s, ::c, ::c], 1)
@@ -677,7 +685,8 @@ def _place_tumour(
     zmid = 0.5 * (geo.z0 + geo.z0 + (geo.nz - 1) * geo.dz)
     zok = np.abs(vz - zmid) <= (geo.nz * geo.dz) / 2 - 31.0
     ok = (dist >= need_mm) & zok[:, None, None] & (np.sign(vx) == geo.side)[None, None, :]
-    idx = np.flatnonzero(ok)
+    near = ok & (dist <= need_mm + PLEURA_BAND_MM)
+    idx = np.flatnonzero(near if near.any() else ok)
     if idx.size == 0:
         return None
     k, j, i = np.unravel_index(idx[rng.integers(idx.size)], ok.shape)

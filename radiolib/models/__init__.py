@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from radiolib import losses
-from radiolib.config import ModelConfig
+from radiolib.config import VARIANTS, ModelConfig
 from radiolib.models.blocks import check_shape
 
 MODEL_NAMES = ("proposed", "baseline", "inpainting")
@@ -127,6 +127,12 @@ class GAN(nn.Module):
         """phi(g): (B, n_genes) -> (B, code_dim)."""
         return self.generator.mapping(genes)
 
+    def discriminator_code(self, genes: Tensor) -> Tensor:
+        """The gene code D_ISG reads: the generator's phi(g) (the paper, MC-GAN), or the
+        discriminator's own mapping when it has one (``model.d_gene_code="own"``)."""
+        d = self.discriminator
+        return d.mapping(genes) if d.own_gene_code else self.generator.mapping(genes)
+
     def generate(self, batch: dict) -> Synthesis:
         """Paint a tumour with the batch's genes and noise into the batch's background slice."""
         self._check_batch(batch, ("background", "genes", "noise"))
@@ -168,7 +174,7 @@ class GAN(nn.Module):
         real_is, mis_is, fake_is = d.score_image_mask(feats).chunk(3)
 
         f_real, f_mis, f_fake = feats.chunk(3)
-        code, code_bar = d.gene_code(torch.cat([g, g_bar])).chunk(2)
+        code, code_bar = self.discriminator_code(torch.cat([g, g_bar])).detach().chunk(2)
         real_isg, mis_mask_isg, mis_gene_isg, fake_isg = d.score_image_mask_gene(
             torch.cat([f_real, f_mis, f_real, f_fake]),
             torch.cat([code, code, code_bar, code]),
@@ -200,7 +206,7 @@ class GAN(nn.Module):
             fake_i = d.score_image(fake.image)
             feats = d.encode_image_mask(fake.image, fake.mask)
             fake_is = d.score_image_mask(feats)
-            fake_isg = d.score_image_mask_gene(feats, d.gene_code(batch["genes"]))
+            fake_isg = d.score_image_mask_gene(feats, self.discriminator_code(batch["genes"]))
         weight = losses.eroded_background(fake.mask.detach(), self.erosion_px)
         out = {
             "g_image": losses.g_adversarial(fake_i),
@@ -217,15 +223,30 @@ class GAN(nn.Module):
         return out
 
 
+def generator_sizes(n_genes: int, image_size: int, cfg: ModelConfig) -> tuple[int, ...]:
+    """(n_genes, image_size, width, code_dim, gene_hidden, noise_dim): the sizes the proposed
+    and baseline generators share."""
+    return (n_genes, image_size, cfg.g_channels, cfg.code_dim, cfg.gene_hidden, cfg.noise_dim)
+
+
 def build_gan(name: str, n_genes: int, image_size: int, cfg) -> GAN:
-    """The named GAN ("proposed" | "baseline" | "inpainting") for ``n_genes`` genes and
-    ``image_size`` px slices, sized by a :class:`radiolib.config.ModelConfig`."""
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    """The named GAN ("proposed" | "baseline" | "inpainting", or a :data:`VARIANTS` name) for
+    ``n_genes`` genes and ``image_size`` px slices, sized by a
+    :class:`radiolib.config.ModelConfig`."""
+    import dataclasses
+
+    if name not in MODEL_NAMES and name not in VARIANTS:
+        choices = ", ".join([*MODEL_NAMES, *VARIANTS])
+        raise ValueError(f"unknown model {name!r}; choose one of {choices}")
     if n_genes < 1:
         raise ValueError(f"n_genes must be >= 1, got {n_genes}")
     if image_size < 16 or image_size & (image_size - 1):
         raise ValueError(f"image_size must be a power of two >= 16, got {image_size}")
+    if name in VARIANTS:
+        base, changes = VARIANTS[name]
+        gan = build_gan(base, n_genes, image_size, dataclasses.replace(cfg, **changes))
+        gan.name = name
+        return gan
     if name == "proposed":
         from radiolib.models.proposed import ProposedGAN
 
@@ -239,4 +260,12 @@ def build_gan(name: str, n_genes: int, image_size: int, cfg) -> GAN:
     return InpaintingGAN(n_genes, image_size, cfg)
 
 
-__all__ = ["GAN", "MODEL_NAMES", "Synthesis", "build_gan", "frozen"]
+__all__ = [
+    "GAN",
+    "MODEL_NAMES",
+    "VARIANTS",
+    "Synthesis",
+    "build_gan",
+    "frozen",
+    "generator_sizes",
+]

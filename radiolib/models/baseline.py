@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from radiolib.models import GAN, Synthesis
+from radiolib.models import GAN, Synthesis, generator_sizes
 from radiolib.models.blocks import (
     LRELU_SLOPE,
     Encoder,
@@ -36,7 +36,7 @@ from radiolib.models.blocks import (
     init_weights,
     upsample,
 )
-from radiolib.models.discriminator import Discriminator
+from radiolib.models.discriminator import conditional_discriminator
 
 
 class SynthesisBlock(nn.Module):
@@ -121,7 +121,7 @@ def matched_base_channels(n_genes: int, image_size: int, cfg) -> int:
     proposed generator's (counted on the meta device: no memory, no initialisation cost)."""
     from radiolib.models.proposed import ProposedGenerator
 
-    sizes = (n_genes, image_size, cfg.g_channels, cfg.code_dim, cfg.gene_hidden, cfg.noise_dim)
+    sizes = generator_sizes(n_genes, image_size, cfg)
     with torch.device("meta"):
         target = count_parameters(ProposedGenerator(*sizes))
         one = count_parameters(BaselineGenerator(*sizes, base_channels=1))
@@ -135,17 +135,10 @@ class BaselineGAN(GAN):
 
     def __init__(self, n_genes: int, image_size: int, cfg):
         generator = BaselineGenerator(
-            n_genes,
-            image_size,
-            cfg.g_channels,
-            cfg.code_dim,
-            cfg.gene_hidden,
-            cfg.noise_dim,
+            *generator_sizes(n_genes, image_size, cfg),
             base_channels=matched_base_channels(n_genes, image_size, cfg),
         )
-        discriminator = Discriminator(
-            image_size, cfg.d_channels, n_genes, cfg.gene_hidden, cfg.code_dim
-        )
+        discriminator = conditional_discriminator(image_size, n_genes, cfg)
         super().__init__(generator, discriminator, n_genes, image_size, cfg)
 
 

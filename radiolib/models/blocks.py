@@ -162,17 +162,26 @@ class AdaIN(nn.Module):
         return normed * scale[:, :, None, None].to(x.dtype) + bias[:, :, None, None].to(x.dtype)
 
 
-def doubling_body(in_channels: int, channels: int, kernel2: int = 1) -> nn.Sequential:
+def doubling_body(
+    in_channels: int, channels: int, kernel2: int = 1, final_norm: bool = True
+) -> nn.Sequential:
     """conv-BN-LReLU-conv-BN, ``(B, in_channels, s, s) -> (B, 2 * channels, s, s)``: the two
     convolution + batch-norm layers that double the channels before the split into a weight map
-    (or switch) and object features, shared by the fusion block and MC-GAN's synthesis block."""
-    return nn.Sequential(
+    (or switch) and object features, shared by the fusion block and MC-GAN's synthesis block.
+    ``final_norm=False`` leaves the last batch norm to the caller (per half)."""
+    layers = [
         conv(in_channels, channels),
         nn.BatchNorm2d(channels),
         nn.LeakyReLU(LRELU_SLOPE),
         conv(channels, 2 * channels, kernel=kernel2),
-        nn.BatchNorm2d(2 * channels),
-    )
+    ]
+    if final_norm:
+        layers.append(nn.BatchNorm2d(2 * channels))
+    return nn.Sequential(*layers)
+
+
+WEIGHT_MAPS = ("gate", "paper")
+ADAIN_INPUTS = ("object", "gated")
 
 
 class FusionBlock(nn.Module):
@@ -183,32 +192,78 @@ class FusionBlock(nn.Module):
     ``w`` (B, style_dim): the style (gene code and noise).
 
     conv-BN-LReLU-conv-BN turns ``prev`` into ``2 * channels`` maps (the channel number doubles);
-    the first half, averaged over channels and squashed by a sigmoid, is the weight map ``a``
-    (B, 1, s, s); the second half is the object features ``o``. Then
+    the first half becomes the weight map ``a`` (B, 1, s, s), the second half the object
+    features ``o``. Then
 
-        out = a * AdaIN(a * o, w) + (1 - a) * background
+        out = a * AdaIN(x, w) + (1 - a) * background,   x = o ("object") or a * o ("gated")
 
-    Gating before AdaIN ("map + ... passing mainly nodule features to be normalised by gene
-    code") keeps background content out of the style statistics; gating again after AdaIN keeps
-    its style bias, a constant per channel, out of the region the map gives to the background.
-    Hence ``a = 0`` returns the background features exactly and ``a = 1`` returns
-    ``AdaIN(o, w)``. The second convolution is 1 x 1 (a per-pixel split into map and object):
-    the 3 x 3 first convolution already mixes space, and the finest level dominates the cost.
+    so ``a = 0`` returns the background features exactly. ``weight_map`` says how the first half
+    becomes ``a``:
+
+    * ``"paper"``: ``sigmoid(mean_c(first half))``, literally the batch-normalised half. Its
+      logit is pinned near zero by the batch norm (every batch has mean 0 per channel), so the
+      map starts at 0.5 everywhere and the optimiser barely moves it: every pixel passes half
+      through the gene-styled path and the background is repainted.
+    * ``"gate"``: ``sigmoid(conv1x1(first half) + b)``, a learnt projection with no batch norm
+      after it and its bias ``b`` starting at ``gate_bias`` (-2: a = 0.12), on the background
+      side, so the block starts by passing the background and opens where it pays.
+
+    ``adain_input``: ``"gated"`` normalises ``a * o`` as the paper writes ("passing mainly
+    nodule features to be normalised by gene code"); its statistics then scale with the area the
+    map opens (a small nodule's features are amplified like 1 / sqrt(area), coupling intensity
+    to size). ``"object"`` normalises ``o`` itself and gates once, after the style: the style
+    sets the nodule's appearance whatever its size. The second convolution is 1 x 1 (a
+    per-pixel split into map and object): the 3 x 3 first convolution already mixes space.
     """
 
-    def __init__(self, in_channels: int, channels: int, style_dim: int, kernel2: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        style_dim: int,
+        kernel2: int = 1,
+        weight_map: str = "gate",
+        adain_input: str = "object",
+        gate_bias: float = -2.0,
+    ):
         super().__init__()
+        if weight_map not in WEIGHT_MAPS:
+            raise ValueError(f"weight_map must be one of {WEIGHT_MAPS}, got {weight_map!r}")
+        if adain_input not in ADAIN_INPUTS:
+            raise ValueError(f"adain_input must be one of {ADAIN_INPUTS}, got {adain_input!r}")
         self.in_channels = in_channels
         self.channels = channels
-        self.body = doubling_body(in_channels, channels, kernel2)
+        self.weight_map = weight_map
+        self.adain_input = adain_input
+        self.body = doubling_body(in_channels, channels, kernel2, final_norm=False)
+        # the second batch norm, per half; AdaIN of the object itself ("object") subsumes its
+        # half (instance statistics replace the batch's, so its scale and shift would get no
+        # gradient but numerical noise), hence none there
+        self.map_norm = nn.BatchNorm2d(channels)
+        self.object_norm = nn.BatchNorm2d(channels) if adain_input == "gated" else None
         self.adain = AdaIN(channels, style_dim)
+        self.gate: nn.Conv2d | None = None
+        if weight_map == "gate":
+            self.gate = nn.Conv2d(channels, 1, 1, bias=True)
+            self.gate_bias = float(gate_bias)
+
+    def reset_gate(self) -> None:
+        """Put the gate's bias back on the background side (after a generic initialisation)."""
+        if self.gate is not None:
+            nn.init.normal_(self.gate.weight, 0.0, 0.02)
+            nn.init.constant_(self.gate.bias, self.gate_bias)
 
     def split(self, prev: Tensor) -> tuple[Tensor, Tensor]:
         """(weight map (B, 1, s, s) in [0, 1], object features (B, C, s, s))."""
         check_shape(prev, (None, self.in_channels, None, None), "fusion input")
         h = self.body(prev)
-        weight_half, obj = h[:, : self.channels], h[:, self.channels :]
-        return torch.sigmoid(weight_half.mean(dim=1, keepdim=True)), obj
+        weight_half = self.map_norm(h[:, : self.channels])
+        obj = h[:, self.channels :]
+        if self.object_norm is not None:
+            obj = self.object_norm(obj)
+        if self.gate is None:
+            return torch.sigmoid(weight_half.mean(dim=1, keepdim=True)), obj
+        return torch.sigmoid(self.gate(weight_half).float()).to(obj.dtype), obj
 
     def forward(
         self, prev: Tensor, background: Tensor, w: Tensor, weight: Tensor | None = None
@@ -223,8 +278,8 @@ class FusionBlock(nn.Module):
         if weight is not None:
             check_shape(weight, (prev.shape[0], 1, s, s), "fusion weight")
             a = weight.to(obj.dtype)
-        out = a * self.adain(a * obj, w) + (1.0 - a) * background
-        return out, a
+        styled = self.adain(a * obj if self.adain_input == "gated" else obj, w)
+        return a * styled + (1.0 - a) * background, a
 
 
 class TupleBatchNorm2d(nn.BatchNorm2d):

@@ -5,10 +5,12 @@
 * D_ISG: the D_IS bottleneck features joined with a gene code (replicated over the 4 x 4 grid)
   -> conv-BN-LReLU -> patch scores.
 
-The gene code of D_ISG comes from the discriminator's OWN two-layer mapping of the raw genes,
-not from the generator's phi(g): the discriminator step then cannot move the generator's code,
-and the generator step cannot shape its code to please the discriminator's joint head instead
-of through the images it paints. The generator's phi(g) stays the one radiogenomic code.
+The gene code of D_ISG is, as in the paper ("combined with gene code phi(g)") and in MC-GAN (its
+discriminator receives the generator's conditioning code), the GENERATOR's phi(g): detached in
+the discriminator step, live in the generator step, so the joint head's judgement of whether an
+image and mask fit a code shapes the code itself: that is what makes phi(g) a radiogenomic map.
+``own_gene_code=True`` gives the discriminator its own two-layer mapping of the raw genes
+instead (an ablation: the generator's code is then shaped only through the images it paints).
 
 Scores are (N, 1, 4, 4) patches (the least-squares losses average them). Every method takes
 ``groups``: the number of equal tuples concatenated along the batch, each normalised with its
@@ -68,6 +70,7 @@ class Discriminator(nn.Module):
         gene_hidden: int = 0,
         code_dim: int = 0,
         conditional: bool = True,
+        own_gene_code: bool = False,
     ):
         super().__init__()
         self.image_size = image_size
@@ -79,7 +82,7 @@ class Discriminator(nn.Module):
             self.n_genes = n_genes
             self.image_mask_encoder = ConvEncoder(image_size, width, 2)
             self.image_mask_head = conv(c, 1, bias=True)
-            self.mapping = GeneMapping(n_genes, gene_hidden, code_dim)
+            self.mapping = GeneMapping(n_genes, gene_hidden, code_dim) if own_gene_code else None
             self.code_dim = code_dim
             self.joint_conv = conv(c + code_dim, c)
             self.joint_norm = TupleBatchNorm2d(c)
@@ -105,9 +108,9 @@ class Discriminator(nn.Module):
         """D_IS from :meth:`encode_image_mask` features -> (N, 1, 4, 4)."""
         return self.image_mask_head(features)
 
-    def gene_code(self, genes: Tensor) -> Tensor:
-        """The discriminator's own gene code: (N, n_genes) -> (N, code_dim)."""
-        return self.mapping(genes)
+    @property
+    def own_gene_code(self) -> bool:
+        return getattr(self, "mapping", None) is not None
 
     def score_image_mask_gene(self, features: Tensor, code: Tensor, groups: int = 1) -> Tensor:
         """D_ISG: features (N, C, 4, 4) and gene code (N, code_dim) -> (N, 1, 4, 4)."""
@@ -115,3 +118,16 @@ class Discriminator(nn.Module):
         grid = code[:, :, None, None].expand(-1, -1, *features.shape[-2:])
         h = self.joint_norm(self.joint_conv(torch.cat([features, grid], 1)), groups)
         return self.joint_head(nn.functional.leaky_relu(h, LRELU_SLOPE))
+
+
+def conditional_discriminator(image_size: int, n_genes: int, cfg) -> Discriminator:
+    """The three-head discriminator of the proposed GAN and the baseline, sized by a
+    :class:`radiolib.config.ModelConfig`."""
+    return Discriminator(
+        image_size,
+        cfg.d_channels,
+        n_genes,
+        cfg.gene_hidden,
+        cfg.code_dim,
+        own_gene_code=cfg.d_gene_code == "own",
+    )

@@ -1,23 +1,24 @@
 """The proposed multi-conditional GAN with style specification (paper Fig. 1a, 1b).
 
-Generator: a convolutional encoder of the background slice keeps features at every level
-(S ... 4 x 4); a two-layer mapping turns the genes into phi(g), concatenated with the noise into
-the style w; a base synthesis feature at the 4 x 4 bottleneck is the background's deepest
-feature, convolved and styled by w through AdaIN; then at every level 8 ... S a FusionBlock
-blends the upsampled synthesis features with the background features there, the object part
-styled by w. Heads: image (tanh) and mask (sigmoid).
+Generator: a two-layer mapping turns the genes into phi(g), concatenated with the noise into the
+style w; a fully connected layer turns w into the base style map at the 4 x 4 bottleneck (the
+paper: "phi(g) is further concatenated with a noise vector n to be used as the base style map");
+a convolutional encoder of the background slice keeps features at every level (S ... 4 x 4); at
+every level 4 ... S a FusionBlock blends the (upsampled) synthesis features with the background
+features there, the object part styled by w through AdaIN. Output: the image (tanh) and the
+tumour mask G_m, either the finest weight map itself (``mask_source="map"``: the auxiliary mask
+output and the map that separates object from background are one thing, so the discriminators
+that judge the mask also shape the separation) or a separate sigmoid head (``"head"``).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from radiolib.models import GAN, Synthesis
+from radiolib.models import GAN, Synthesis, generator_sizes
 from radiolib.models.blocks import (
     LRELU_SLOPE,
-    AdaIN,
     Encoder,
     FusionBlock,
     GeneMapping,
@@ -26,11 +27,17 @@ from radiolib.models.blocks import (
     init_weights,
     upsample,
 )
-from radiolib.models.discriminator import Discriminator
+from radiolib.models.discriminator import conditional_discriminator
+
+MASK_SOURCES = ("map", "head")
 
 
 class ProposedGenerator(nn.Module):
-    """(background (B, 1, S, S) in [-1, 1], genes (B, G), noise (B, Z)) -> Synthesis."""
+    """(background (B, 1, S, S) in [-1, 1], genes (B, G), noise (B, Z)) -> Synthesis.
+
+    ``weight_map``, ``adain_input``, ``gate_bias``: see :class:`FusionBlock`; ``mask_source``:
+    see the module docstring.
+    """
 
     def __init__(
         self,
@@ -40,23 +47,45 @@ class ProposedGenerator(nn.Module):
         code_dim: int,
         gene_hidden: int,
         noise_dim: int,
+        weight_map: str = "gate",
+        adain_input: str = "object",
+        gate_bias: float = -2.0,
+        mask_source: str = "map",
     ):
         super().__init__()
+        if mask_source not in MASK_SOURCES:
+            raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
         self.image_size = image_size
         self.n_genes = n_genes
         self.noise_dim = noise_dim
+        self.mask_source = mask_source
         self.mapping = GeneMapping(n_genes, gene_hidden, code_dim)
         self.style_dim = code_dim + noise_dim
         self.encoder = Encoder(image_size, width)
         ch = self.encoder.channels
-        self.base_conv = conv(ch[4], ch[4])
-        self.base_adain = AdaIN(ch[4], self.style_dim)
-        self.levels = [s for s in sorted(ch) if s > 4]  # 8, 16, ..., S
-        self.fusion = nn.ModuleList(
-            FusionBlock(ch[s // 2], ch[s], self.style_dim) for s in self.levels
+        self.base_channels = ch[4]
+        self.base = nn.Sequential(
+            nn.Linear(self.style_dim, ch[4] * 16, bias=False),
+            nn.BatchNorm1d(ch[4] * 16),
+            nn.LeakyReLU(LRELU_SLOPE),
         )
-        self.head = conv(ch[image_size], 2, bias=True)  # image and mask logits
+        self.levels = sorted(ch)  # 4, 8, ..., S
+        ins = [ch[4]] + [ch[s // 2] for s in self.levels[1:]]
+        self.fusion = nn.ModuleList(
+            FusionBlock(
+                cin,
+                ch[s],
+                self.style_dim,
+                weight_map=weight_map,
+                adain_input=adain_input,
+                gate_bias=gate_bias,
+            )
+            for cin, s in zip(ins, self.levels, strict=True)
+        )
+        self.head = conv(ch[image_size], 1 if mask_source == "map" else 2, bias=True)
         init_weights(self)
+        for block in self.fusion:
+            block.reset_gate()
 
     def style(self, genes: Tensor, noise: Tensor) -> Tensor:
         """w = [phi(g), n]: (B, code_dim + noise_dim)."""
@@ -69,13 +98,26 @@ class ProposedGenerator(nn.Module):
         check_shape(genes, (background.shape[0], self.n_genes), "genes")
         w = self.style(genes, noise)
         bg = self.encoder(background)
-        x = F.leaky_relu(self.base_adain(self.base_conv(bg[4]), w), LRELU_SLOPE)
+        x = self.base(w).unflatten(1, (self.base_channels, 4, 4))
         maps = []
-        for level, block in zip(self.levels, self.fusion, strict=True):
-            x, a = block(upsample(x), bg[level], w)
+        for i, (level, block) in enumerate(zip(self.levels, self.fusion, strict=True)):
+            x, a = block(x if i == 0 else upsample(x), bg[level], w)
             maps.append(a)
-        image_logit, mask_logit = self.head(x).chunk(2, dim=1)
+        out = self.head(x)
+        if self.mask_source == "map":
+            return Synthesis(out.tanh(), maps[-1], maps)
+        image_logit, mask_logit = out.chunk(2, dim=1)
         return Synthesis(image_logit.tanh(), mask_logit.sigmoid(), maps)
+
+
+def generator_options(cfg) -> dict:
+    """The proposed generator's mechanism options from a ModelConfig."""
+    return {
+        "weight_map": cfg.weight_map,
+        "adain_input": cfg.adain_input,
+        "gate_bias": cfg.gate_bias,
+        "mask_source": cfg.mask_source,
+    }
 
 
 class ProposedGAN(GAN):
@@ -83,9 +125,7 @@ class ProposedGAN(GAN):
 
     def __init__(self, n_genes: int, image_size: int, cfg):
         generator = ProposedGenerator(
-            n_genes, image_size, cfg.g_channels, cfg.code_dim, cfg.gene_hidden, cfg.noise_dim
+            *generator_sizes(n_genes, image_size, cfg), **generator_options(cfg)
         )
-        discriminator = Discriminator(
-            image_size, cfg.d_channels, n_genes, cfg.gene_hidden, cfg.code_dim
-        )
+        discriminator = conditional_discriminator(image_size, n_genes, cfg)
         super().__init__(generator, discriminator, n_genes, image_size, cfg)
