@@ -105,6 +105,11 @@ def cmd_convergence(args: argparse.Namespace) -> int:
 
         truth = load_truth(Path(args.truth))
     out = Path(args.out)
+
+    def save(frame) -> None:
+        with atomic_write(out / "convergence.csv", "w") as fh:
+            frame.to_csv(fh, index=False)
+
     frame = convergence_study(
         load_curated(Path(args.data)),
         _profile(args),
@@ -114,9 +119,8 @@ def cmd_convergence(args: argparse.Namespace) -> int:
         models=args.models.split(","),
         truth=truth,
         device=args.device,
+        on_step=save,
     )
-    with atomic_write(out / "convergence.csv", "w") as fh:
-        frame.to_csv(fh, index=False)
     print(f"convergence study: {len(frame)} rows in {out / 'convergence.csv'}")
     return 0
 

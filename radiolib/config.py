@@ -159,7 +159,13 @@ PROFILES: dict[str, Profile] = {
             map_steps=12,
         ),
     ),
-    "quick": Profile(name="quick"),
+    # two training seeds and ~17 held-out donors: intervals over both, see notebook 03
+    "quick": Profile(
+        name="quick",
+        phantom=PhantomConfig(patients=64),
+        curation=CurationConfig(test_fraction=0.3),
+        train=TrainConfig(seeds=(0, 1)),
+    ),
     "paper": Profile(
         name="paper",
         phantom=PhantomConfig(patients=130, matrix=384),

@@ -11,7 +11,7 @@ the book reports, against steps. The profile's ``train.steps`` is chosen where t
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ def convergence_study(
     truth: Any | None = None,
     device: str = "cpu",
     progress: bool = True,
+    on_step: Callable[[pd.DataFrame], None] | None = None,
 ) -> pd.DataFrame:
     """Train ``models`` x ``seeds`` to each step count of ``steps`` and evaluate at each.
 
@@ -57,7 +58,8 @@ def convergence_study(
     frame: ``model``, ``seed``, ``step``, ``section``, ``measure``, ``value``, with the
     :data:`TRACKED` synthesis measures per seed, the weight map's finest-level inside and
     outside means, and ``map`` / ``ari`` (phi(g) clusters against the hidden subtypes) when the
-    phantom's ``truth`` is given.
+    phantom's ``truth`` is given. ``on_step`` receives the frame so far after each grid point
+    (to save it: a study stopped part way keeps the step counts it finished).
     """
     from radiolib import metrics, radiogenomics
     from radiolib.train import build_for_cohort, train
@@ -110,4 +112,6 @@ def convergence_study(
                 for (section, measure), value in values.items()
                 if (section, measure) in TRACKED or section in ("weight_map", "map")
             ]
+        if on_step is not None:
+            on_step(pd.DataFrame(rows))
     return pd.DataFrame(rows)

@@ -442,36 +442,66 @@ def attribution_figure(
     return fig
 
 
-def sweep_figure(sweep: pd.DataFrame, metrics: list[str], title: str = "") -> go.Figure:
-    """One panel per metric: its value against the signal, one line per representation
-    (``sweep``: the tidy frame of ``radiogenomics.signal_sweep``)."""
+def _line_panels(
+    frame: pd.DataFrame, x: str, series: str, panel: str, panels: list[str], title: str
+) -> go.Figure:
+    """One panel per value of ``panel`` (in ``panels`` order): ``value`` against ``x``, one
+    line per ``series``; with ``low``/``high`` columns, error bars from them."""
     from plotly.subplots import make_subplots
 
-    reps = list(dict.fromkeys(sweep["representation"]))
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics)
-    for j, metric in enumerate(metrics, start=1):
-        part = sweep[sweep["metric"] == metric]
-        for k, rep in enumerate(reps):
-            line = part[part["representation"] == rep].sort_values("signal")
+    names = list(dict.fromkeys(frame[series]))
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=panels)
+    for j, name in enumerate(panels, start=1):
+        part = frame[frame[panel] == name]
+        for k, item in enumerate(names):
+            line = part[part[series] == item].sort_values(x)
             if line["value"].isna().all():
                 continue
+            bars = None
+            if {"low", "high"} <= set(line.columns):
+                bars = {
+                    "type": "data",
+                    "symmetric": False,
+                    "array": line["high"] - line["value"],
+                    "arrayminus": line["value"] - line["low"],
+                }
             fig.add_trace(
                 go.Scatter(
-                    x=line["signal"],
+                    x=line[x],
                     y=line["value"],
+                    error_y=bars,
                     mode="lines+markers",
-                    name=rep,
-                    legendgroup=rep,
-                    showlegend=rep not in {t.name for t in fig.data},
+                    name=str(item),
+                    legendgroup=str(item),
+                    showlegend=str(item) not in {t.name for t in fig.data},
                     line={"color": colour(k)},
-                    hovertemplate=f"{rep}<br>signal %{{x}}<br>{metric} %{{y:.3f}}<extra></extra>",
+                    hovertemplate=f"{item}<br>{x} %{{x}}<br>{name} %{{y:.3f}}<extra></extra>",
                 ),
                 1,
                 j,
             )
-        fig.update_xaxes(title_text="signal", row=1, col=j)
+        fig.update_xaxes(title_text=x, row=1, col=j)
     fig.update_layout(title=title, height=380)
     return fig
+
+
+def sweep_figure(sweep: pd.DataFrame, metrics: list[str], title: str = "") -> go.Figure:
+    """One panel per metric: its value against the signal, one line per representation
+    (``sweep``: the tidy frame of ``radiogenomics.signal_sweep``)."""
+    return _line_panels(sweep, "signal", "representation", "metric", metrics, title)
+
+
+def convergence_figure(frame: pd.DataFrame, measures: list[str], title: str = "") -> go.Figure:
+    """The convergence study (``radiolib.convergence``): each ``section/measure`` of
+    ``measures`` against training steps, one line per model: the mean over training seeds,
+    bars from the lowest to the highest seed."""
+    named = frame.assign(panel=frame["section"] + "/" + frame["measure"])
+    spread = (
+        named.groupby(["model", "step", "panel"], sort=False)["value"]
+        .agg(value="mean", low="min", high="max")
+        .reset_index()
+    )
+    return _line_panels(spread, "step", "model", "panel", measures, title)
 
 
 def cluster_browser(images: Any, masks: Any, labels: Any, names: list[str]):

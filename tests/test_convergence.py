@@ -15,6 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_runs_continue_along_the_grid_and_every_step_is_scored(tmp_path):
     cohort = tiny_cohort()
     cfg = tiny_profile(**{"evaluation.pairs": 8, "evaluation.bootstrap": 20})
+    saved = []
     frame = convergence_study(
         cohort,
         cfg,
@@ -23,7 +24,9 @@ def test_runs_continue_along_the_grid_and_every_step_is_scored(tmp_path):
         seeds=[0],
         models=("proposed",),
         progress=False,
+        on_step=saved.append,
     )
+    assert [sorted(f.step.unique()) for f in saved] == [[2], [2, 4]]
     assert sorted(frame.step.unique()) == [2, 4]
     assert set(frame.model) == {"proposed"} and set(frame.seed) == {0}
     at = frame.set_index(["step", "section", "measure"])["value"]

@@ -104,3 +104,33 @@ def test_table_figure_shows_missing_values():
     frame = pd.DataFrame({"value": [1.5, np.nan]}, index=pd.Index(["a", "b"], name="k"))
     fig = plots.table_figure(frame)
     assert list(fig.data[0].cells.values[1]) == ["1.5", "nan"]
+
+
+def test_convergence_figure_means_over_seeds_with_their_range():
+    rows = [
+        {"model": m, "seed": s, "step": step, "section": "table1", "measure": "mse", "value": v}
+        for m, base in (("proposed", 0.02), ("baseline", 0.05))
+        for s in (0, 1, 2)
+        for step, v in ((200, base + 0.01 * s), (400, base + 0.02 * s))
+    ]
+    fig = plots.convergence_figure(pd.DataFrame(rows), ["table1/mse"], title="t")
+    assert [t.name for t in fig.data] == ["proposed", "baseline"]
+    proposed = fig.data[0]
+    assert list(proposed.x) == [200, 400]
+    assert list(proposed.y) == pytest.approx([0.03, 0.04])  # mean over the three seeds
+    assert list(proposed.error_y.array) == pytest.approx([0.01, 0.02])  # up to the highest seed
+    assert list(proposed.error_y.arrayminus) == pytest.approx([0.01, 0.02])
+
+
+def test_sweep_figure_one_line_per_representation():
+    sweep = pd.DataFrame(
+        {
+            "signal": [0.5, 1.0, 0.5, 1.0],
+            "representation": ["raw genes", "raw genes", "proposed", "proposed"],
+            "metric": ["ari"] * 4,
+            "value": [0.0, 0.1, 0.3, 0.6],
+        }
+    )
+    fig = plots.sweep_figure(sweep, ["ari"])
+    assert [t.name for t in fig.data] == ["raw genes", "proposed"]
+    assert list(fig.data[1].y) == [0.3, 0.6] and fig.data[1].error_y.array is None
