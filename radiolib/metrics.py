@@ -1141,6 +1141,37 @@ def evaluate_synthesis(
     )
 
 
+LOWER_IS_BETTER = {"mse", "kid", "mmd2"}
+
+
+def verdicts(results: pd.DataFrame, section: str, first: str, second: str) -> pd.DataFrame:
+    """Which of two methods does better on each measure of ``section``, and whether the data
+    can tell: ``first better`` / ``second better`` only when their pooled 95 % intervals
+    (``seed == "all"`` rows of :func:`evaluate_synthesis` results) do not overlap, else
+    ``not resolved``. Lower is better for MSE-like measures, higher for the rest.
+    Returns index ``measure`` with both values and the verdict."""
+    part = results[(results.section == section) & (results.seed == "all")]
+    if part.empty:
+        raise ValueError(f"no pooled rows in section {section!r}")
+    rows = {}
+    for measure, group in part.groupby("measure", sort=False):
+        by = group.set_index("method")
+        if first not in by.index or second not in by.index:
+            continue
+        a, b = by.loc[first], by.loc[second]
+        low = measure in LOWER_IS_BETTER
+        if (a.high < b.low) if low else (a.low > b.high):
+            verdict = f"{first} better"
+        elif (b.high < a.low) if low else (b.low > a.high):
+            verdict = f"{second} better"
+        else:
+            verdict = "not resolved"
+        rows[measure] = {first: a.value, second: b.value, "verdict": verdict}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "measure"
+    return out
+
+
 def _counterfactual_panel(
     cohort: Any, gans: Mapping, pairs: Mapping, cfg: Any, device: str, max_donors: int = 12
 ) -> dict:
