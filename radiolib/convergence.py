@@ -62,8 +62,10 @@ def convergence_study(
     (to save it: a study stopped part way keeps the step counts it finished).
     """
     from radiolib import metrics, radiogenomics
+    from radiolib.config import resolve_device
     from radiolib.train import build_for_cohort, train
 
+    device = resolve_device(device)
     grid = _check_grid(steps)
     if not seeds:
         raise ValueError("the convergence study needs at least one seed")

@@ -1057,14 +1057,22 @@ def evaluate_synthesis(
     (``cfg.evaluation.pairs`` of them, drawn with ``cfg.curation.seed``). Sections of
     ``results``:
 
-    * ``table1``: MSE / SSIM / PSNR against the background, pooled over seeds, bootstrap CI;
-    * ``background_kept``: the same over the region every method should keep;
+    * ``table1``: MSE / SSIM / PSNR against the background, pooled over seeds, with a bootstrap
+      CI over donors and seeds (:func:`table1`), and the :func:`anchor_syntheses` rows
+      ``oracle`` and ``unchanged`` that bound it;
+    * ``background_kept``: the same over the region every GAN should keep;
+    * ``mask``: the predicted mask's ``area_px`` and ``empty_rate`` (the oracle's: the donors'
+      real masks);
+    * ``weight_map``: ``inside_mean`` and ``outside_mean`` of every fusion level's map (column
+      ``level``: its size), see :func:`mechanism_per_pair`;
     * ``realism``: KID, MMD^2 and its permutation p-value, synthetic vs held-out real tumours;
     * ``diversity``: mean pairwise L1 of syntheses for different donors on one background
       relative to the same for those donors' real tumour slices (1 = as varied as real);
     * ``counterfactual``: on that background, change inside vs outside the tumours;
     * with ``truth``: ``gene_control`` (Spearman rho of each measured trait with the donor's
-      hidden trait; ``real`` rows measure the real slices, the ceiling) and ``subtype``
+      hidden trait, per seed and pooled (seed ``all``) with a CI over donors and seeds; ``real``
+      rows measure the real slices, the ceiling; methods without genes are left out) and
+      ``subtype``
       (accuracy of a classifier trained on real training slices, applied to syntheses against
       the donor's subtype; ``chance`` is the majority share).
     """

@@ -23,6 +23,7 @@ def test_runs_continue_along_the_grid_and_every_step_is_scored(tmp_path):
         steps=[2, 4],
         seeds=[0],
         models=("proposed",),
+        device="auto",  # as the command line passes it
         progress=False,
         on_step=saved.append,
     )
