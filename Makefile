@@ -1,4 +1,4 @@
-# make book | make test | make lab | make clean   (the first use creates .venv with pip)
+# make book | make test | make lab | make clean | make clean-runs   (the first use creates .venv)
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -8,7 +8,7 @@ PROFILE ?= quick
 DATA ?= phantom
 DEVICE ?= auto
 
-.PHONY: book test lab bench lint clean
+.PHONY: book test lab bench lint clean clean-runs
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,5 +35,17 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check radiolib tests
 
+## Remove the built book and the executed notebooks (runs/ is kept: see clean-runs)
 clean:
-	rm -rf book/_build book/_build.* book/_executed book/_executed.* runs
+	rm -rf book/_build book/_build.* book/_executed book/_executed.*
+
+## Remove every run folder under runs/ (phantoms, curated cohorts, checkpoints, results)
+clean-runs:
+	@if [ -d runs ] && [ -n "$$(ls -A runs)" ]; then \
+		echo "removing runs/ (data, checkpoints and results of every run):"; \
+		du -sh runs/* | sed 's/^/  /'; \
+		rm -rf runs; \
+	else \
+		echo "nothing to remove: no runs/ folder"; \
+		rm -rf runs; \
+	fi

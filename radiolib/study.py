@@ -10,9 +10,11 @@ only when the build succeeds. A failing run therefore never damages the last goo
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +30,10 @@ from radiolib.errors import RadiolibError
 from radiolib.io import atomic_write, read_json, write_json
 
 EXECUTED = Path("book") / "_executed"
+RUNS = "runs"
+RUN_IDENTITY = "run.json"
+# Parameters that change neither data, weights nor results: runs differing only here share a folder
+NOT_IN_RUN_KEY = ("train.num_workers",)
 BUILD = Path("book") / "_build"
 RUN_RECORD = "run_record.json"
 REPRODUCING_PAGE = "reproducing.md"
@@ -118,8 +124,31 @@ class Workspace:
         return out
 
     def model_dir(self, model: str, seed: int, tag: str = "") -> Path:
-        """``runs/<profile>/models/<tag>/<model>-seed<seed>``; ``tag`` names a cohort variant."""
+        """``<run_dir>/models/<tag>/<model>-seed<seed>``; ``tag`` names a cohort variant."""
         return self.run_dir / "models" / (tag or "main") / f"{model}-seed{seed}"
+
+
+def run_identity(cfg: Profile, data: str) -> dict[str, Any]:
+    """What decides a run folder's content: the data source and every parameter that changes
+    results (the phantom's parameters only when the data is the phantom)."""
+    source = data if data == "phantom" else str(Path(data).expanduser().resolve())
+    parameters = {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in cfg.flat().items()
+        if k not in NOT_IN_RUN_KEY and (source == "phantom" or not k.startswith("phantom."))
+    }
+    return {"data": source, "parameters": parameters}
+
+
+def run_name(cfg: Profile, data: str) -> str:
+    """``<profile>-<data>-<hash>``, e.g. ``quick-phantom-1a2b3c4d``: a readable prefix and the
+    first 8 hex digits of the SHA-256 of :func:`run_identity`, so that a real-data run, a
+    phantom run and any override that changes results each get their own folder."""
+    identity = run_identity(cfg, data)
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    label = "phantom" if data == "phantom" else Path(identity["data"]).name
+    label = re.sub(r"[^A-Za-z0-9_.]+", "_", label).strip("_.") or "data"
+    return f"{cfg.name}-{label}-{digest}"
 
 
 def open_workspace(
@@ -129,16 +158,22 @@ def open_workspace(
     overrides: dict[str, Any] | None = None,
     run_dir: str | os.PathLike | None = None,
 ) -> Workspace:
-    """The workspace a notebook works in; its arguments are the notebook's parameters."""
+    """The workspace a notebook works in; its arguments are the notebook's parameters.
+
+    The run folder (default ``runs/<run_name>``) records what it holds in ``run.json``."""
     cfg = get_profile(profile, overrides)
-    if run_dir is None:
-        run_dir = find_project_root() / "runs" / cfg.name
-    run_dir = Path(run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
     if data != "phantom" and not Path(data).expanduser().is_dir():
         raise StudyError(
             f"data must be 'phantom' or a folder holding the cohort; {data!r} is neither"
         )
+    if run_dir is None:
+        run_dir = find_project_root() / RUNS / run_name(cfg, data)
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    identity = {"profile": cfg.name, **run_identity(cfg, data)}
+    stamp = run_dir / RUN_IDENTITY
+    if not stamp.is_file() or read_json(stamp) != identity:
+        write_json(stamp, identity)
     return Workspace(profile=cfg, data=data, device=resolve_device(device), run_dir=run_dir)
 
 
@@ -308,6 +343,7 @@ class RunRecord:
     git_commit: str
     environment: dict[str, Any]
     started: str
+    run_dir: str = ""  # the run folder the notebooks worked in, relative to the project
     notebook_seconds: dict[str, float] = field(default_factory=dict)
     book_seconds: float | None = None
     total_seconds: float | None = None
@@ -334,6 +370,7 @@ def reproducing_page(record: RunRecord) -> str:
         "| --- | --- |",
         f"| profile | `{record.profile}` |",
         f"| data | `{record.data}` |",
+        f"| run folder | `{record.run_dir}` |",
         f"| device | `{record.device}` (GPU: {gpu}) |",
         f"| started | {record.started} |",
         f"| git commit | `{record.git_commit}` |",
@@ -431,6 +468,7 @@ def run_study(
         git_commit=git_commit(root),
         environment=environment_info(),
         started=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        run_dir=f"{RUNS}/{run_name(cfg, data)}",
     )
     executed = root / EXECUTED
     staging = executed.with_name(executed.name + f".staging-{os.getpid()}")
@@ -443,6 +481,7 @@ def run_study(
         "device": device,
         "overrides": {k: str(v) for k, v in (overrides or {}).items()},
     }
+    print(f"[radiolib study] run folder: {root / record.run_dir}", flush=True)
     for name in names:
         print(f"[radiolib study] running {name}.ipynb ({cfg.name} profile) ...", flush=True)
         record.notebook_seconds[name] = round(

@@ -123,3 +123,94 @@ def test_reproducing_page_lists_parameters_and_times():
     assert page.startswith("# Reproducing this study")
     assert "| `train.steps` | `12` |" in page and "| 01_ok | 1.5 |" in page
     assert "-p train.steps=12" in page
+
+
+# ------------------------------------------------------------------ run folders
+
+
+def test_run_folders_are_keyed_by_data_and_every_parameter_that_changes_results(tmp_path):
+    from radiolib.config import get_profile
+    from radiolib.study import run_name
+
+    smoke = get_profile("smoke")
+    cohort = tmp_path / "nsclc download"
+    cohort.mkdir()
+    phantom = run_name(smoke, "phantom")
+    real = run_name(smoke, str(cohort))
+    assert phantom.startswith("smoke-phantom-") and real.startswith("smoke-nsclc_download-")
+    assert phantom != real
+    assert run_name(smoke, str(cohort / ".." / cohort.name)) == real  # the folder, not its spelling
+    changed = {
+        run_name(get_profile("smoke", {name: value}), "phantom")
+        for name, value in [
+            ("train.steps", 7),
+            ("model.g_channels", 16),
+            ("curation.image_size", 64),
+            ("phantom.signal", 0.5),
+            ("evaluation.bootstrap", 50),
+        ]
+    }
+    assert len(changed) == 5 and phantom not in changed
+    # settings that change no result share the folder; the phantom's do not matter for real data
+    assert run_name(get_profile("smoke", {"train.num_workers": 3}), "phantom") == phantom
+    assert run_name(get_profile("smoke", {"phantom.signal": 0.5}), str(cohort)) == real
+    assert run_name(get_profile("quick"), "phantom") != phantom
+
+
+def test_workspaces_of_different_runs_never_share_a_folder(project, monkeypatch):
+    from radiolib.study import RUN_IDENTITY, open_workspace
+
+    _toc(project, "01_ok")
+    monkeypatch.chdir(project / "notebooks")  # where papermill runs the notebooks
+    first = open_workspace("smoke", device="cpu")
+    (first.results / "table.csv").write_text("kept")
+    other = open_workspace("smoke", device="cpu", overrides={"train.steps": "7"})
+    again = open_workspace("smoke", device="cpu")
+    assert first.run_dir.parent == project / "runs"
+    assert other.run_dir != first.run_dir and again.run_dir == first.run_dir
+    assert (first.results / "table.csv").read_text() == "kept"
+    identity = json.loads((other.run_dir / RUN_IDENTITY).read_text())
+    assert identity["profile"] == "smoke" and identity["data"] == "phantom"
+    assert identity["parameters"]["train.steps"] == 7
+
+
+def test_the_runner_and_its_notebooks_agree_on_the_run_folder(project):
+    _notebook(
+        project / "notebooks" / "03_where.ipynb",
+        "from radiolib import study\n"
+        "print(study.open_workspace(profile, data, 'cpu', overrides).run_dir)",
+    )
+    _toc(project, "03_where")
+    record = run_study(
+        profile="smoke", root=project, overrides={"train.steps": "5"}, build=False, progress=False
+    )
+    assert record.run_dir.startswith("runs/smoke-phantom-")
+    executed = nbformat.read(project / "book" / "_executed" / "03_where.ipynb", as_version=4)
+    printed = executed.cells[-1].outputs[0]["text"].strip()
+    assert printed == str(project / record.run_dir)
+    assert f"`{record.run_dir}`" in reproducing_page(record)
+
+
+def test_make_clean_keeps_runs_and_clean_runs_says_what_it_removes(tmp_path):
+    import subprocess
+
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "runs" / "quick-phantom-0123abcd" / "models").mkdir(parents=True)
+    (tmp_path / "book" / "_build" / "html").mkdir(parents=True)
+    (tmp_path / "book" / "_executed").mkdir()
+    (tmp_path / "book" / "intro.md").write_text("# kept\n")
+
+    def make(target: str) -> str:
+        done = subprocess.run(
+            ["make", target], cwd=tmp_path, capture_output=True, text=True, check=True
+        )
+        return done.stdout
+
+    make("clean")
+    assert not (tmp_path / "book" / "_build").exists()
+    assert not (tmp_path / "book" / "_executed").exists()
+    assert (tmp_path / "book" / "intro.md").is_file()
+    assert (tmp_path / "runs" / "quick-phantom-0123abcd" / "models").is_dir()
+    said = make("clean-runs")
+    assert "runs/quick-phantom-0123abcd" in said and not (tmp_path / "runs").exists()
+    assert "nothing to remove" in make("clean-runs")
