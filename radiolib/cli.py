@@ -4,11 +4,16 @@ fetch."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import sys
 from pathlib import Path
 
+from radiolib import __version__
 from radiolib.config import default_profile_name, get_profile, parse_assignments, profile_names
 from radiolib.errors import RadiolibError
+
+DEVICE_HELP = "auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N"
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -28,22 +33,29 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _profile(args: argparse.Namespace):
-    return get_profile(args.profile or default_profile_name(), parse_assignments(args.param))
+def _device(value: str) -> str:
+    """The one spelling of ``--device`` every command accepts (checked before any work)."""
+    if value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value):
+        return value
+    raise argparse.ArgumentTypeError(f"invalid device {value!r}; choose {DEVICE_HELP}")
+
+
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", type=_device, help=f"where to run: {DEVICE_HELP}")
+
+
+def _profile(args: argparse.Namespace, extra: dict[str, object] | None = None):
+    """The chosen profile with the ``-p`` overrides, then ``extra`` (explicit flags) on top."""
+    overrides = {**parse_assignments(args.param), **(extra or {})}
+    return get_profile(args.profile or default_profile_name(), overrides)
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:
     from radiolib.data.phantom import write_phantom
 
-    summary = write_phantom(
-        Path(args.out),
-        patients=args.patients,
-        seed=args.seed,
-        subtypes=args.subtypes,
-        signal=args.signal,
-        matrix=args.matrix,
-    )
-    print(summary)
+    flags = {f"phantom.{k}": getattr(args, k) for k in PHANTOM_FLAGS}
+    cfg = _profile(args, {k: v for k, v in flags.items() if v is not None})
+    print(write_phantom(Path(args.out), **dataclasses.asdict(cfg.phantom)))
     return 0
 
 
@@ -126,11 +138,10 @@ def cmd_convergence(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from radiolib.config import PROFILES
     from radiolib.study import run_study
 
     if args.list_parameters:
-        for name, value in PROFILES[args.profile or default_profile_name()].flat().items():
+        for name, value in _profile(args).flat().items():
             print(f"{name} = {value}")
         return 0
     run_study(
@@ -151,23 +162,44 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from radiolib.data.fetch import fetch
+    from radiolib.data.fetch import describe, fetch
 
-    fetch(Path(args.out), dry_run=args.dry_run)
+    patients = [p for item in args.patients for p in item.split(",") if p] or None
+    manifest = fetch(Path(args.out), patients=patients, dry_run=args.dry_run)
+    print(describe(manifest))
+    if args.dry_run:
+        print(f"dry run: nothing downloaded; run without --dry-run to download into {args.out}")
+    else:
+        citations = Path(args.out) / manifest["citations"]
+        print(f"cohort in {args.out}; cite the data as listed in {citations}")
     return 0
+
+
+# ``radiolib phantom`` flags: each overrides the profile's ``phantom.<name>``
+PHANTOM_FLAGS = {
+    "patients": (int, "number of patients (default: the profile's phantom.patients)"),
+    "seed": (int, "random seed of the cohort (default: phantom.seed)"),
+    "subtypes": (int, "number of hidden tumour subtypes (default: phantom.subtypes)"),
+    "signal": (float, "strength of the gene-image link, 0 = none (default: phantom.signal)"),
+    "matrix": (int, "in-plane voxels of each CT slice (default: phantom.matrix)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radiolib", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"radiolib {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("phantom", help="write the synthetic cohort (DICOM CT + SEG, GEO table)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--patients", type=int, default=48)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--subtypes", type=int, default=3)
-    p.add_argument("--signal", type=float, default=1.0)
-    p.add_argument("--matrix", type=int, default=256)
+    p = sub.add_parser(
+        "phantom",
+        help="write the synthetic cohort (DICOM CT + SEG, GEO table)",
+        description="Write the synthetic cohort with the profile's phantom parameters; each "
+        "flag below overrides one of them (and wins over -p phantom.NAME=...).",
+    )
+    p.add_argument("--out", required=True, help="folder to write the cohort into")
+    for name, (kind, text) in PHANTOM_FLAGS.items():
+        p.add_argument(f"--{name}", type=kind, default=None, help=text)
+    _profile_args(p)
     p.set_defaults(func=cmd_phantom)
 
     p = sub.add_parser("curate", help="curate a raw cohort (phantom or real) as in the paper")
@@ -177,11 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_curate)
 
     p = sub.add_parser("train", help="train one GAN on a curated cohort")
-    p.add_argument("--model", required=True, choices=["proposed", "baseline", "inpainting"])
+    p.add_argument(
+        "--model",
+        required=True,
+        choices=["proposed", "baseline", "inpainting"],
+        help="which GAN: the paper's proposed one, the MC-GAN baseline or the inpainting GAN",
+    )
     p.add_argument("--data", required=True, help="curated cohort folder")
     p.add_argument("--out", required=True, help="run folder (checkpoints, log, samples)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights and data order")
+    _device_arg(p)
     p.add_argument(
         "--no-resume", action="store_true", help="start over even if a checkpoint exists"
     )
@@ -191,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="Table 1 and the study's measures for trained models")
     p.add_argument("--data", required=True, help="curated cohort folder")
     p.add_argument("--out", required=True, help="where the results CSV goes")
-    p.add_argument("--device", default="auto")
+    _device_arg(p)
     p.add_argument(
         "--truth", default=None, help="phantom folder: add the measures that need its hidden truth"
     )
@@ -214,21 +251,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("study", help="run every notebook headless, then build the Jupyter Book")
     p.add_argument("--data", default="phantom", help="'phantom' (default) or a real cohort folder")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _device_arg(p)
     p.add_argument("--no-book", action="store_true", help="execute the notebooks only")
-    p.add_argument("--list-parameters", action="store_true", help="print every parameter and exit")
+    p.add_argument(
+        "--list-parameters",
+        action="store_true",
+        help="print every parameter of the profile after the -p overrides, and exit",
+    )
     _profile_args(p)
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("bench", help="parameters, FLOPs and speed of the three GANs")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--steps", type=int, default=5)
+    _device_arg(p)
+    p.add_argument("--steps", type=int, default=5, help="timed training steps per model")
     _profile_args(p)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("fetch", help="download the real NSCLC Radiogenomics cohort (internet)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--dry-run", action="store_true", help="list what would be downloaded")
+    p = sub.add_parser(
+        "fetch",
+        help="download the real NSCLC Radiogenomics cohort (internet)",
+        description="Download, via the NCI Imaging Data Commons, the CT and TCIA SEG series of "
+        "the RNA-seq patients, and the GEO expression table. An interrupted download resumes: "
+        "series already complete are skipped.",
+    )
+    p.add_argument("--out", required=True, help="folder to download the cohort into")
+    p.add_argument(
+        "--patients",
+        nargs="+",
+        default=[],
+        metavar="ID",
+        help="only these patients, e.g. --patients R01-003 R01-004 (or comma-separated)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the selection (patients, series, size, what is already here); download nothing",
+    )
     p.set_defaults(func=cmd_fetch)
     return parser
 

@@ -92,3 +92,79 @@ def test_errors_are_reported_not_raised(workdir, capsys):
 def test_list_parameters(capsys):
     assert cli.main(["study", "--profile", "smoke", "--list-parameters"]) == 0
     assert "train.steps = 12" in capsys.readouterr().out
+
+
+def test_version(capsys):
+    from radiolib import __version__
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"radiolib {__version__}"
+
+
+def _subcommands():
+    import argparse
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub
+
+
+def test_every_command_and_every_flag_has_help():
+    sub = _subcommands()
+    helped = {a.dest: a.help for a in sub._choices_actions}
+    missing = [name for name in sub.choices if not helped.get(name)]
+    for name, parser in sub.choices.items():
+        missing += [
+            f"{name} {a.option_strings or a.dest}"
+            for a in parser._actions
+            if not a.help or a.help == "==SUPPRESS=="
+        ]
+    assert not missing, f"without help: {missing}"
+
+
+def test_every_device_flag_accepts_the_same_choices(capsys):
+    parsers = {name: p for name, p in _subcommands().choices.items()}
+    kinds = {
+        name: next(a.type for a in p._actions if a.dest == "device")
+        for name, p in parsers.items()
+        if any(a.dest == "device" for a in p._actions)
+    }
+    assert {"train", "evaluate", "study", "bench"} <= set(kinds)
+    assert len(set(kinds.values())) == 1
+    study = parsers["study"]
+    for device in ("auto", "cpu", "cuda", "cuda:1"):
+        assert study.parse_args(["--device", device]).device == device
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--device", "tpu"])
+    assert "invalid device 'tpu'" in capsys.readouterr().err
+
+
+def test_list_parameters_honours_profile_and_overrides(capsys, monkeypatch):
+    monkeypatch.setenv("RADIOLIB_PROFILE", "quick")
+    args = ["study", "--list-parameters", "-p", "train.steps=7", "-p", "phantom.signal=0.5"]
+    assert cli.main([*args, "--profile", "smoke"]) == 0
+    printed = capsys.readouterr().out
+    assert "train.steps = 7" in printed and "phantom.signal = 0.5" in printed
+    assert "phantom.patients = 10" in printed  # the smoke profile's, not quick's 48
+    assert cli.main(["study", "--list-parameters"]) == 0
+    assert "phantom.patients = 48" in capsys.readouterr().out  # $RADIOLIB_PROFILE
+
+
+def test_phantom_takes_its_defaults_from_the_profile(tmp_path, monkeypatch, capsys):
+    import radiolib.data.phantom as phantom
+
+    written = []
+    monkeypatch.setattr(phantom, "write_phantom", lambda out, **kw: written.append(kw) or "ok")
+    monkeypatch.setenv("RADIOLIB_PROFILE", "smoke")
+    assert cli.main(["phantom", "--out", str(tmp_path)]) == 0
+    assert written[-1] == {"patients": 10, "seed": 0, "subtypes": 3, "signal": 1.0, "matrix": 160}
+    assert cli.main(["phantom", "--out", str(tmp_path), "--profile", "quick"]) == 0
+    assert written[-1]["patients"] == 48 and written[-1]["matrix"] == 256
+    argv = ["phantom", "--out", str(tmp_path), "-p", "phantom.signal=0.5", "-p", "phantom.seed=3"]
+    assert cli.main([*argv, "--patients", "6"]) == 0
+    assert written[-1] == {"patients": 6, "seed": 3, "subtypes": 3, "signal": 0.5, "matrix": 160}
+    # a flag and the profile's checks: too few patients is refused before anything is written
+    assert cli.main(["phantom", "--out", str(tmp_path), "--patients", "2"]) == 1
+    assert "phantom.patients must be >= 4" in capsys.readouterr().err and len(written) == 3

@@ -57,35 +57,70 @@ def test_index_without_columns_refused():
         fetch.select_patients(pd.DataFrame({"PatientID": ["R01-001"]}))
 
 
+SEG_FILE = DATA / "dicom_seg" / "seg_image_ct_binary.dcm"
+CT_FILES = 3  # instances per CT series in the test index (the real ones have hundreds)
+
+
+@pytest.fixture(scope="module")
+def test_index() -> pd.DataFrame:
+    """The real index with sizes a stand-in client can write: each SEG is the test SEG file,
+    each CT series three files of 10 bytes."""
+    index = fetch.read_idc_index().copy()
+    seg, ct = index.Modality == "SEG", index.Modality == "CT"
+    index.loc[seg, "instanceCount"] = 1
+    index.loc[seg, "series_size_MB"] = SEG_FILE.stat().st_size / 1e6
+    index.loc[ct, "instanceCount"] = CT_FILES
+    index.loc[ct, "series_size_MB"] = CT_FILES * 10 / 1e6
+    return index
+
+
 class FakeClient:
     """Records download requests; 'downloads' a SEG (a real highdicom SEG file) per SEG series,
-    referencing a real CT series of the same study in the IDC index."""
+    referencing a real CT series of the same study in the IDC index, and three small files per
+    CT series. ``fail_after``: series written before the connection 'drops' (the next one is
+    left half written)."""
 
-    def __init__(self, index: pd.DataFrame):
+    def __init__(self, index: pd.DataFrame, fail_after: int | None = None, doi_org: bool = True):
         self.index = index
         self.calls: list[dict] = []
+        self.cited: list[str] = []
+        self.fail_after = fail_after
+        self.doi_org = doi_org
+        self.written = 0
 
     def download_from_selection(self, downloadDir, seriesInstanceUID, dirTemplate, **kw):
         self.calls.append({"uids": list(seriesInstanceUID), "template": dirTemplate})
+        assert kw.get("use_s5cmd_sync"), "a download must resume file by file"
         for uid in seriesInstanceUID:
             row = self.index[self.index.SeriesInstanceUID == uid].iloc[0]
-            if row.Modality != "SEG":
+            d = Path(downloadDir) / "nsclc_radiogenomics" / row.PatientID
+            d = d / row.StudyInstanceUID / f"{row.Modality}_{uid}"
+            d.mkdir(parents=True, exist_ok=True)
+            if self.fail_after is not None and self.written == self.fail_after:
+                (d / "0.dcm").write_bytes(b"x" * 10)  # one file of the series, then the drop
+                raise ConnectionError("connection lost")
+            self.written += 1
+            if row.Modality == "CT":
+                for i in range(CT_FILES):
+                    (d / f"{i}.dcm").write_bytes(b"x" * 10)
                 continue
             ct = self.index[
                 (self.index.StudyInstanceUID == row.StudyInstanceUID)
                 & (self.index.Modality == "CT")
-            ].sort_values("instanceCount")
-            ds = pydicom.dcmread(DATA / "dicom_seg" / "seg_image_ct_binary.dcm")
+            ].sort_values("SeriesInstanceUID")
+            ds = pydicom.dcmread(SEG_FILE)
             ds.ReferencedSeriesSequence[0].SeriesInstanceUID = ct.SeriesInstanceUID.iloc[-1]
-            d = Path(downloadDir) / "nsclc_radiogenomics" / row.PatientID
-            d = d / row.StudyInstanceUID / f"SEG_{uid}"
-            d.mkdir(parents=True, exist_ok=True)
             ds.save_as(d / "1.dcm")
 
+    def citations_from_selection(self, seriesInstanceUID):
+        if not self.doi_org:
+            raise ConnectionError("doi.org unreachable")
+        self.cited = list(seriesInstanceUID)
+        return ["Bakr, S. et al. (2017). Data for NSCLC Radiogenomics Collection [Data set].\n"]
 
-def test_fetch_downloads_seg_then_referenced_ct_then_geo(tmp_path, selection):
-    index = fetch.read_idc_index()
-    client = FakeClient(index)
+
+def test_fetch_downloads_seg_then_referenced_ct_then_geo(tmp_path, selection, test_index):
+    client = FakeClient(test_index)
     urls = []
 
     def fake_url(url, dest):
@@ -93,19 +128,108 @@ def test_fetch_downloads_seg_then_referenced_ct_then_geo(tmp_path, selection):
         dest.write_bytes(b"gz")
 
     out = tmp_path / "raw"
-    man = fetch.fetch(out, patients=["R01-004", "R01-003"], client=client, download_url=fake_url)
+    man = fetch.fetch(
+        out,
+        patients=["R01-004", "R01-003"],
+        client=client,
+        download_url=fake_url,
+        index=test_index,
+    )
     seg_uids = selection.loc["R01-003"].seg_series_uid + selection.loc["R01-004"].seg_series_uid
     assert client.calls[0] == {"uids": seg_uids, "template": fetch.DIR_TEMPLATE}
     assert len(client.calls) == 2 and len(client.calls[1]["uids"]) == 2
-    ct = index.set_index("SeriesInstanceUID").loc[client.calls[1]["uids"]]
+    ct = test_index.set_index("SeriesInstanceUID").loc[client.calls[1]["uids"]]
     assert (ct.Modality == "CT").all() and sorted(ct.PatientID) == ["R01-003", "R01-004"]
     assert urls == [fetch.GEO_EXPRESSION_URL]
     assert (out / "GSE103584_R01_NSCLC_RNAseq.txt.gz").read_bytes() == b"gz"
     assert read_json(out / "fetch_manifest.json") == man
     assert man["patients"] == ["R01-003", "R01-004"]
-    # a second run keeps the expression file already there
-    fetch.fetch(out, patients=["R01-003"], client=FakeClient(index), download_url=fake_url)
-    assert len(urls) == 1
+    assert len(man["series"]) == 4 and not any(s["complete"] for s in man["series"])
+    # the citations of every downloaded series lie beside the data
+    assert sorted(client.cited) == sorted(seg_uids + client.calls[1]["uids"])
+    cited = (out / "CITATIONS.md").read_text()
+    assert "https://doi.org/10.7937/k9/tcia.2017.7hs46erv" in cited
+    assert "GSE103584" in cited and "10.1038/sdata.2018.202" in cited
+    assert "- Bakr, S. et al. (2017). Data for NSCLC Radiogenomics Collection" in cited
+    # a second run downloads nothing: every series and the expression file are complete
+    again = FakeClient(test_index)
+    man = fetch.fetch(
+        out, patients=["R01-003"], client=again, download_url=fake_url, index=test_index
+    )
+    assert again.calls == [] and len(urls) == 1
+    assert all(s["complete"] for s in man["series"])
+
+
+def test_interrupted_fetch_resumes_with_what_is_missing(tmp_path, test_index):
+    out = tmp_path / "raw"
+    patients = ["R01-003", "R01-004", "R01-005"]
+    dropped = FakeClient(test_index, fail_after=4)  # 3 SEG, 1 CT, then half of the next CT
+    with pytest.raises(ConnectionError):
+        fetch.fetch(
+            out,
+            patients=patients,
+            client=dropped,
+            index=test_index,
+            download_url=lambda url, dest: dest.write_bytes(b"gz"),
+        )
+    ct_uids = dropped.calls[1]["uids"]
+    plan = fetch.fetch(out, patients=patients, dry_run=True, index=test_index)
+    complete = {s["series_uid"] for s in plan["series"] if s["complete"]}
+    assert set(dropped.calls[0]["uids"]) | {ct_uids[0]} <= complete
+    assert ct_uids[1] not in complete  # one file of three: not complete
+    resumed = FakeClient(test_index)
+    man = fetch.fetch(
+        out,
+        patients=patients,
+        client=resumed,
+        index=test_index,
+        download_url=lambda url, dest: dest.write_bytes(b"gz"),
+    )
+    assert resumed.calls == [{"uids": ct_uids[1:], "template": fetch.DIR_TEMPLATE}]
+    assert man["ct_series"] == sorted(ct_uids)
+
+
+def test_incomplete_download_names_patient_and_folder(tmp_path, test_index):
+    class Lazy(FakeClient):
+        def download_from_selection(self, downloadDir, seriesInstanceUID, dirTemplate, **kw):
+            pass  # s5cmd returned without writing anything
+
+    with pytest.raises(CohortError, match=r"patient R01-003: SEG series .* has 0 of 1 files"):
+        fetch.fetch(tmp_path, patients=["R01-003"], client=Lazy(test_index), index=test_index)
+
+
+def test_citations_without_doi_org_still_list_the_dois(tmp_path, test_index):
+    client = FakeClient(test_index, doi_org=False)
+    man = fetch.fetch(
+        tmp_path,
+        patients=["R01-003"],
+        client=client,
+        index=test_index,
+        download_url=lambda url, dest: dest.write_bytes(b"gz"),
+    )
+    cited = (tmp_path / man["citations"]).read_text()
+    assert "https://doi.org/10.7937/k9/tcia.2017.7hs46erv" in cited
+    assert "doi.org could not be reached (ConnectionError)" in cited
+
+
+def test_cli_dry_run_prints_the_selection(tmp_path, capsys):
+    from radiolib import cli
+
+    assert cli.main(["fetch", "--out", str(tmp_path), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    total, here = printed.strip().splitlines()[-3:-1]
+    assert total.startswith("117 patients, 117 SEG series, up to ") and total.endswith(" GB")
+    assert here.startswith("already complete here: 0 series; left to download: ")
+    assert (
+        cli.main(["fetch", "--out", str(tmp_path), "--dry-run", "--patients", "R01-004,R01-003"])
+        == 0
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines[1:3]] == ["R01-003", "R01-004"]
+    assert lines[4].startswith("2 patients, 2 SEG series, up to ")
+    assert "dry run: nothing downloaded" in lines[-1] and not list(tmp_path.iterdir())
+    assert cli.main(["fetch", "--out", str(tmp_path), "--dry-run", "--patients", "R01-147"]) == 1
+    assert "R01-147" in capsys.readouterr().err
 
 
 def test_fetch_dry_run_and_unknown_patient(tmp_path):

@@ -12,6 +12,11 @@ CT series that each SEG references (read from the downloaded SEG header), into t
 the GEO expression table into ``OUT/``. The result is a cohort folder for
 :func:`radiolib.data.nsclc.open_cohort` (the TCIA clinical CSV and AIM files are separate TCIA
 downloads and are not fetched).
+
+Downloads resume: a series whose folder already holds as many files and bytes as the index lists
+is not requested again, and the rest are synced file by file (``s5cmd sync``), so an interrupted
+fetch picks up where it stopped. The citations the data's licences ask for are written beside the
+data (``OUT/CITATIONS.md``).
 """
 
 from __future__ import annotations
@@ -36,7 +41,16 @@ GEO_EXPRESSION_URL = (
     "https://ftp.ncbi.nlm.nih.gov/geo/series/GSE103nnn/GSE103584/suppl/"
     "GSE103584_R01_NSCLC_RNAseq.txt.gz"
 )
+GEO_SERIES = "GSE103584"
+# The data descriptor of the collection, which the GEO series and the TCIA collection share
+DATA_DESCRIPTOR = (
+    "Bakr, S. et al. A radiogenomic dataset of non-small cell lung cancer. Scientific Data 5, "
+    "180202 (2018). https://doi.org/10.1038/sdata.2018.202"
+)
+CITATIONS_FILE = "CITATIONS.md"
 DIR_TEMPLATE = "%collection_id/%PatientID/%StudyInstanceUID/%Modality_%SeriesInstanceUID"
+# bytes a complete series may differ from the index's series_size_MB (given to 1e-6 MB)
+_SIZE_TOLERANCE_BYTES = 1000
 INDEX_COLUMNS = [
     "collection_id",
     "PatientID",
@@ -150,6 +164,113 @@ def _referenced_ct_series(seg_files: Sequence[Path]) -> dict[str, set[str]]:
     return out
 
 
+def series_folder(out: Path, row: Any) -> Path:
+    """Where :data:`DIR_TEMPLATE` puts one series of the index under ``out``."""
+    return (
+        out
+        / COLLECTION_ID
+        / str(row.PatientID)
+        / str(row.StudyInstanceUID)
+        / f"{row.Modality}_{row.SeriesInstanceUID}"
+    )
+
+
+def _series_files(folder: Path) -> list[Path]:
+    """The downloaded files of a series folder (not the hidden temporary files of a download)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def series_complete(out: Path, row: Any) -> bool:
+    """Whether the series' folder holds the index's number of files and bytes."""
+    files = _series_files(series_folder(out, row))
+    size = sum(p.stat().st_size for p in files)
+    return (
+        len(files) == int(row.instanceCount)
+        and abs(size - float(row.series_size_MB) * 1e6) <= _SIZE_TOLERANCE_BYTES
+    )
+
+
+def _series_table(index: pd.DataFrame, uids: Sequence[str], out: Path) -> pd.DataFrame:
+    """Rows of ``index`` for ``uids`` (in that order), with ``complete`` (already here)."""
+    rows = index.drop_duplicates("SeriesInstanceUID").set_index("SeriesInstanceUID")
+    rows = rows.loc[list(uids)].reset_index()
+    rows["complete"] = [series_complete(out, r) for r in rows.itertuples(index=False)]
+    return rows
+
+
+def _series_records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {
+            "patient": r.PatientID,
+            "modality": r.Modality,
+            "series_uid": r.SeriesInstanceUID,
+            "files": int(r.instanceCount),
+            "size_mb": round(float(r.series_size_MB), 3),
+            "complete": bool(r.complete),
+        }
+        for r in table.itertuples(index=False)
+    ]
+
+
+def _download_series(client: Any, out: Path, table: pd.DataFrame, progress: bool) -> None:
+    """Download the series of ``table`` not yet complete under ``out``, then check each."""
+    todo = table[~table["complete"]]
+    if len(todo):
+        client.download_from_selection(
+            downloadDir=str(out),
+            seriesInstanceUID=list(todo["SeriesInstanceUID"]),
+            dirTemplate=DIR_TEMPLATE,
+            quiet=True,
+            show_progress_bar=progress,
+            use_s5cmd_sync=True,
+        )
+    for r in todo.itertuples(index=False):
+        folder = series_folder(out, r)
+        found = len(_series_files(folder))
+        if found < int(r.instanceCount):
+            raise CohortError(
+                f"patient {r.PatientID}: {r.Modality} series {r.SeriesInstanceUID} has {found} "
+                f"of {int(r.instanceCount)} files in {folder} after the download; run fetch "
+                "again to resume"
+            )
+
+
+def write_citations(out: Path, index: pd.DataFrame, uids: Sequence[str], client: Any) -> Path:
+    """``OUT/CITATIONS.md``: what to cite for the downloaded series and the expression table.
+
+    The DOIs come from the index (offline); the formatted references from the IDC client
+    (``citations_from_selection``, which asks doi.org) when it answers."""
+    dois = sorted(set(index[index["SeriesInstanceUID"].isin(uids)]["source_DOI"].str.lower()))
+    lines = [
+        "# Citations for this download",
+        "",
+        "The licences of these data ask you to cite them. Imaging (via the NCI Imaging Data "
+        "Commons, collection `nsclc_radiogenomics`):",
+        "",
+        *[f"- https://doi.org/{d}" for d in dois],
+        "",
+        f"Gene expression (GEO {GEO_SERIES}) and the collection's data descriptor:",
+        "",
+        f"- https://www.ncbi.nlm.nih.gov/geo/query/acc.cgi?acc={GEO_SERIES}",
+        f"- {DATA_DESCRIPTOR}",
+        "",
+        "## References (APA, from doi.org via idc-index)",
+        "",
+    ]
+    try:
+        formatted = client.citations_from_selection(seriesInstanceUID=list(uids))
+    except Exception as exc:  # noqa: BLE001 - offline or doi.org down: the DOIs above remain
+        formatted = []
+        lines.append(f"doi.org could not be reached ({type(exc).__name__}); cite the DOIs above.")
+    lines += [f"- {str(c).strip()}" for c in formatted]
+    path = out / CITATIONS_FILE
+    with atomic_write(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
+
+
 def fetch(
     out: str | os.PathLike,
     patients: Sequence[str] | None = None,
@@ -157,16 +278,21 @@ def fetch(
     client: Any = None,
     download_url: Callable[[str, Path], None] = _download_url,
     progress: bool = True,
+    index: pd.DataFrame | None = None,
 ) -> dict:
     """Download the selected patients' TCIA SEG and referenced CT series, and the GEO table.
 
     ``patients``: ids among :func:`select_patients` (default: all 117). ``dry_run``: only report
-    what would be downloaded (SEG series, and as an upper bound the CT series of their studies).
-    ``client``: an ``idc_index.IDCClient`` (created when None). Writes ``OUT/fetch_manifest.json``
-    and returns the same dict. Files already present are not downloaded again.
+    what would be downloaded (SEG series, and as an upper bound the CT series of their studies),
+    and what of it is already complete in ``out``. ``client``: an ``idc_index.IDCClient``
+    (created when None). ``index``: the IDC series table (default: :func:`read_idc_index`).
+    Writes ``OUT/fetch_manifest.json`` and ``OUT/CITATIONS.md`` and returns the manifest: its
+    ``series`` lists every series with patient, modality, files, size_mb and whether it was
+    already complete. Series and files already complete are not downloaded again.
     """
     out = Path(out)
-    sel = select_patients()
+    index = read_idc_index() if index is None else index
+    sel = select_patients(index)
     if patients is not None:
         unknown = sorted(set(patients) - set(sel.index))
         if unknown:
@@ -176,7 +302,6 @@ def fetch(
             )
         sel = sel.loc[sorted(set(patients))]
     seg_uids = [u for lst in sel["seg_series_uid"] for u in lst]
-    index = read_idc_index()
     manifest: dict[str, Any] = {
         "collection_id": COLLECTION_ID,
         "tcia_doi": TCIA_DOI,
@@ -186,14 +311,16 @@ def fetch(
         "dir_template": DIR_TEMPLATE,
         "dry_run": dry_run,
     }
+    segs = _series_table(index, seg_uids, out)
     if dry_run:
-        studies = set(index[index["SeriesInstanceUID"].isin(seg_uids)]["StudyInstanceUID"])
-        ct = index[(index["Modality"] == "CT") & index["StudyInstanceUID"].isin(studies)]
-        seg = index[index["SeriesInstanceUID"].isin(seg_uids)]
-        manifest["ct_series_upper_bound"] = list(ct["SeriesInstanceUID"])
+        studies = set(segs["StudyInstanceUID"])
+        ct_uids = index[(index["Modality"] == "CT") & index["StudyInstanceUID"].isin(studies)]
+        cts = _series_table(index, list(ct_uids["SeriesInstanceUID"]), out)
+        manifest["ct_series_upper_bound"] = list(cts["SeriesInstanceUID"])
         manifest["size_mb_upper_bound"] = float(
-            ct["series_size_MB"].sum() + seg["series_size_MB"].sum()
+            cts["series_size_MB"].sum() + segs["series_size_MB"].sum()
         )
+        manifest["series"] = _series_records(pd.concat([segs, cts]))
         return manifest
 
     if client is None:
@@ -201,19 +328,10 @@ def fetch(
 
         client = idc_index.IDCClient()
     out.mkdir(parents=True, exist_ok=True)
-    client.download_from_selection(
-        downloadDir=str(out),
-        seriesInstanceUID=seg_uids,
-        dirTemplate=DIR_TEMPLATE,
-        quiet=True,
-        show_progress_bar=progress,
-    )
-    seg_files = sorted(
-        p for uid in seg_uids for p in out.glob(f"{COLLECTION_ID}/*/*/SEG_{uid}/*") if p.is_file()
-    )
-    missing = sorted({u for u in seg_uids if not any(f"SEG_{u}" in str(p) for p in seg_files)})
-    if missing:
-        raise CohortError(f"SEG series {missing[:3]} were not downloaded into {out}")
+    _download_series(client, out, segs, progress)
+    seg_files = [
+        p for r in segs.itertuples(index=False) for p in _series_files(series_folder(out, r))
+    ]
     refs = _referenced_ct_series(seg_files)
     ct_uids = sorted(set().union(*refs.values()))
     known = set(index["SeriesInstanceUID"])
@@ -223,17 +341,42 @@ def fetch(
             f"SEG files reference CT series absent from the IDC index: {absent[:3]} "
             f"(e.g. {next(f for f, u in refs.items() if u & set(absent))})"
         )
-    client.download_from_selection(
-        downloadDir=str(out),
-        seriesInstanceUID=ct_uids,
-        dirTemplate=DIR_TEMPLATE,
-        quiet=True,
-        show_progress_bar=progress,
-    )
+    cts = _series_table(index, ct_uids, out)
+    _download_series(client, out, cts, progress)
     expr = out / GEO_EXPRESSION_URL.rsplit("/", 1)[1]
     if not expr.is_file() or expr.stat().st_size == 0:
         download_url(GEO_EXPRESSION_URL, expr)
     manifest["ct_series"] = ct_uids
     manifest["expression_file"] = expr.name
+    manifest["series"] = _series_records(pd.concat([segs, cts]))
+    manifest["citations"] = write_citations(out, index, seg_uids + ct_uids, client).name
     write_json(out / "fetch_manifest.json", manifest)
     return manifest
+
+
+def describe(manifest: dict) -> str:
+    """The selection of a :func:`fetch` manifest as text: one line per patient, then totals."""
+    series = pd.DataFrame(
+        manifest["series"],
+        columns=["patient", "modality", "series_uid", "files", "size_mb", "complete"],
+    )
+    ct_word = "CT (upper bound)" if manifest["dry_run"] else "CT"
+    lines = [f"{'patient':<10} {'SEG':>4} {ct_word:>17} {'files':>7} {'MB':>9}  already here"]
+    for patient, grp in series.groupby("patient", sort=True):
+        done = int(grp["complete"].sum())
+        lines.append(
+            f"{patient:<10} {(grp.modality == 'SEG').sum():>4} {(grp.modality == 'CT').sum():>17} "
+            f"{int(grp['files'].sum()):>7} {grp['size_mb'].sum():>9.1f}  "
+            f"{done} of {len(grp)} series"
+        )
+    left = series[~series["complete"]]
+    lines += [
+        "",
+        f"{len(manifest['patients'])} patients, {(series.modality == 'SEG').sum()} SEG series, "
+        + ("up to " if manifest["dry_run"] else "")
+        + f"{(series.modality == 'CT').sum()} CT series: {int(series['files'].sum())} files, "
+        f"{series['size_mb'].sum() / 1000:.1f} GB",
+        f"already complete here: {len(series) - len(left)} series; left to download: "
+        f"{left['size_mb'].sum() / 1000:.1f} GB and the GEO expression table",
+    ]
+    return "\n".join(lines)
