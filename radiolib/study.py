@@ -326,7 +326,20 @@ def execute_notebook(
         )
     except Exception as error:  # papermill wraps the cell's exception
         raise StudyError(_failure_message(name, error, output)) from None
+    _hide_injected_parameters(output)
     return time.perf_counter() - start
+
+
+def _hide_injected_parameters(path: Path) -> None:
+    """Collapse in the book the cell papermill injects: plumbing, like the parameters cell."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "hide-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-cell"]
+    nbformat.write(nb, path)
 
 
 # --------------------------------------------------------------------------- record & page

@@ -61,3 +61,16 @@ def test_reproducing_page_shows_the_run(built_book):
     assert "Reproducing this study" in page and "smoke" in page
     for name in record.notebook_seconds:
         assert name in page
+
+
+def test_plotly_js_is_shipped_once_and_the_book_stays_small(built_book):
+    html, _ = built_book
+    bundles = [p for p in html.rglob("*.js") if "plotly" in p.name]
+    assert bundles == [html / "_static" / "plotly.min.js"]
+    pages = [p for p in html.rglob("*.html") if "_static" not in p.parts]
+    with_figures = [p for p in pages if "plotly-graph-div" in p.read_text()]
+    assert with_figures
+    for page in with_figures:
+        assert page.read_text().count("_static/plotly.min.js") == 1, page
+    size = sum(p.stat().st_size for p in html.rglob("*") if p.is_file())
+    assert size < 30e6, f"the book is {size / 1e6:.1f} MB"

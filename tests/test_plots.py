@@ -6,14 +6,17 @@ import pytest
 from radiolib import plots
 
 
-def test_offline_renderer_embeds_plotly_without_cdn():
+def test_book_renderer_draws_with_the_pages_plotly_js_and_nothing_from_a_cdn():
+    from plotly.offline import get_plotlyjs
+
     plots.setup_notebook()
     assert pio.renderers.default == "radiolib+plotly_mimetype"
     fig = plots.table_figure({"a": 1})
     bundle = pio.renderers["radiolib"].to_mimebundle(fig.to_dict())
     html = bundle["text/html"]
-    assert "plotly-graph-div" in html
+    assert "plotly-graph-div" in html and "Plotly.newPlot(" in html
     assert 'src="https://' not in html  # nothing fetched from the internet
+    assert len(html) < 20_000 < len(get_plotlyjs())  # plotly.js is not embedded
     # plotly's own notebook renderer would load MathJax from a CDN for every figure
     stock = pio.renderers["notebook"].to_mimebundle(fig.to_dict())["text/html"]
     assert 'src="https://' in stock

@@ -21,7 +21,8 @@ chapters:
 """
 
 
-def _notebook(path: Path, body: str) -> None:
+def _notebook(path: Path, *cells, parameter_tags: tuple[str, ...] = ("parameters",)) -> None:
+    """A notebook: the parameters cell, then ``cells`` (source text or cells)."""
     nb = new_notebook()
     nb.metadata["kernelspec"] = {
         "name": "python3",
@@ -29,8 +30,8 @@ def _notebook(path: Path, body: str) -> None:
         "language": "python",
     }
     params = new_code_cell('profile = "smoke"\ndata = "phantom"\ndevice = "auto"\noverrides = {}')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, new_code_cell("x = 1"), new_code_cell(body)]
+    params.metadata["tags"] = list(parameter_tags)
+    nb.cells = [params, *(new_code_cell(c) if isinstance(c, str) else c for c in cells)]
     nbformat.write(nb, path)
 
 
@@ -42,8 +43,10 @@ def project(tmp_path):
     shutil.copy(ROOT / "book" / "references.bib", tmp_path / "book" / "references.bib")
     (tmp_path / "book" / "intro.md").write_text("# Tiny study\n\nA page.\n")
     (tmp_path / "notebooks").mkdir()
-    _notebook(tmp_path / "notebooks" / "01_ok.ipynb", "print('all good', x)")
-    _notebook(tmp_path / "notebooks" / "02_fail.ipynb", "raise ValueError('planted failure')")
+    _notebook(tmp_path / "notebooks" / "01_ok.ipynb", "x = 1", "print('all good', x)")
+    _notebook(
+        tmp_path / "notebooks" / "02_fail.ipynb", "x = 1", "raise ValueError('planted failure')"
+    )
     return tmp_path
 
 
@@ -188,6 +191,8 @@ def test_the_runner_and_its_notebooks_agree_on_the_run_folder(project):
     executed = nbformat.read(project / "book" / "_executed" / "03_where.ipynb", as_version=4)
     printed = executed.cells[-1].outputs[0]["text"].strip()
     assert printed == str(project / record.run_dir)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "hide-cell" in injected[0].metadata["tags"]
     assert f"`{record.run_dir}`" in reproducing_page(record)
 
 
@@ -214,3 +219,34 @@ def test_make_clean_keeps_runs_and_clean_runs_says_what_it_removes(tmp_path):
     said = make("clean-runs")
     assert "runs/quick-phantom-0123abcd" in said and not (tmp_path / "runs").exists()
     assert "nothing to remove" in make("clean-runs")
+
+
+def test_the_book_ships_plotly_js_once_and_collapses_plumbing(project):
+    from plotly.offline import get_plotlyjs
+
+    setup = new_code_cell("from radiolib import plots\nplots.setup_notebook()\nprint('set up')")
+    setup.metadata["tags"] = ["hide-input"]
+    figures = new_code_cell(
+        "for n in (1, 2):\n    plots.table_figure({'a': n}, title=f'table {n}').show()"
+    )
+    _notebook(
+        project / "notebooks" / "04_figures.ipynb",
+        setup,
+        figures,
+        parameter_tags=("parameters", "hide-cell"),
+    )
+    _toc(project, "01_ok", "04_figures")
+    run_study(profile="smoke", root=project, build=True, progress=False)
+    html = project / "book" / "_build" / "html"
+    shipped = [p for p in html.rglob("*.js") if "plotly" in p.name]
+    assert shipped == [html / "_static" / "plotly.min.js"]
+    assert shipped[0].read_text() == get_plotlyjs()
+    page = (html / "book" / "_executed" / "04_figures.html").read_text()
+    assert page.count('<script src="../../_static/plotly.min.js') == 1
+    assert page.count("plotly-graph-div") >= 2 and len(page) < 500_000  # no plotly.js inlined
+    assert page.index("_static/plotly.min.js") < page.index("Plotly.newPlot(")
+    for other in ("index.html", "book/_executed/01_ok.html"):  # no figure, no plotly.js
+        assert "plotly.min.js" not in (html / other).read_text()
+    # plumbing is one click away: the parameters cells whole, the set-up cell's code
+    assert page.count("tag_hide-cell") == 2 and page.count("tag_hide-input") == 1
+    assert "set up" in page
