@@ -15,6 +15,15 @@ from radiolib.errors import RadiolibError
 
 DEVICE_HELP = "auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N"
 
+# ``radiolib phantom`` flags: each overrides the profile's ``phantom.<name>``
+PHANTOM_FLAGS = {
+    "patients": (int, "number of patients (default: the profile's phantom.patients)"),
+    "seed": (int, "random seed of the cohort (default: phantom.seed)"),
+    "subtypes": (int, "number of hidden tumour subtypes (default: phantom.subtypes)"),
+    "signal": (float, "strength of the gene-image link, 0 = none (default: phantom.signal)"),
+    "matrix": (int, "in-plane voxels of each CT slice (default: phantom.matrix)"),
+}
+
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -173,16 +182,6 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         citations = Path(args.out) / manifest["citations"]
         print(f"cohort in {args.out}; cite the data as listed in {citations}")
     return 0
-
-
-# ``radiolib phantom`` flags: each overrides the profile's ``phantom.<name>``
-PHANTOM_FLAGS = {
-    "patients": (int, "number of patients (default: the profile's phantom.patients)"),
-    "seed": (int, "random seed of the cohort (default: phantom.seed)"),
-    "subtypes": (int, "number of hidden tumour subtypes (default: phantom.subtypes)"),
-    "signal": (float, "strength of the gene-image link, 0 = none (default: phantom.signal)"),
-    "matrix": (int, "in-plane voxels of each CT slice (default: phantom.matrix)"),
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
