@@ -31,7 +31,22 @@ def test_image_grid_rows_columns_and_outlines():
     assert kinds.count("heatmap") == 5 and kinds.count("contour") == 3
     contour = next(t for t in fig.data if t.type == "contour")
     assert contour.colorscale[0][1] == "red"  # outlines are drawn in red, not plotly's default
-    assert np.array_equal(np.asarray(fig.data[0].z), rows["a"][0][::-1])  # image upright
+    z = np.asarray(fig.data[0].z)
+    assert z.dtype == np.uint8 and (fig.data[0].zmin, fig.data[0].zmax) == (0, 255)
+    # upright, and within half a grey level of the image
+    assert np.abs(z / 255 - rows["a"][0][::-1]).max() <= 0.5 / 255 + 1e-12
+
+
+def test_grey_levels_window_and_the_bytes_they_save():
+    image = np.linspace(-0.5, 1.5, 64 * 64).reshape(64, 64)
+    grey = plots.grey_levels(image)
+    assert grey.dtype == np.uint8 and grey[-1, 0] == 0 and grey[0, -1] == 255  # clipped, upright
+    assert plots.grey_levels(np.full((2, 2), 150.0), (100.0, 200.0))[0, 0] == 128
+    import plotly.graph_objects as go
+
+    images = np.random.rand(4, 64, 64)
+    as_floats = len(pio.to_json(go.Figure([go.Heatmap(z=im) for im in images])))
+    assert len(pio.to_json(plots.image_grid({"a": images}))) * 3 < as_floats
 
 
 def test_embedding_panels_keep_each_points_colour():
