@@ -2,7 +2,7 @@
 
 ``setup_notebook()`` makes every figure's HTML output a ``<div>`` and the script that draws it,
 without plotly.js: the book loads plotly.js once, from its own ``_static/`` folder
-(:mod:`radiolib.sphinx_plotly`), instead of inlining 4.8 MB in every page. The output also
+(:mod:`radiolib.sphinx_assets`), instead of inlining 4.8 MB in every page. The output also
 carries plotly's own mime type, which jupyter lab draws.
 """
 

@@ -247,6 +247,10 @@ def test_the_book_ships_plotly_js_once_and_collapses_plumbing(project):
     assert page.index("_static/plotly.min.js") < page.index("Plotly.newPlot(")
     for other in ("index.html", "book/_executed/01_ok.html"):  # no figure, no plotly.js
         assert "plotly.min.js" not in (html / other).read_text()
+    # MathJax: the bundle the pages load and every component folder, not the other bundles
+    mathjax = html / "_static" / "mathjax"
+    assert (mathjax / "tex-chtml.js").is_file() and (mathjax / "output" / "svg").is_dir()
+    assert not [p.name for p in mathjax.glob("tex-*.js") if p.name != "tex-chtml.js"]
     # plumbing is one click away: the parameters cells whole, the set-up cell's code
     assert page.count("tag_hide-cell") == 2 and page.count("tag_hide-input") == 1
     assert "set up" in page
