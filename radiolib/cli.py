@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", default="100,200,400,800", help="comma-separated step counts")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     p.add_argument("--models", default="proposed,baseline", help="comma-separated models")
-    p.add_argument("--device", default="auto")
+    _device_arg(p)
     _profile_args(p)
     p.set_defaults(func=cmd_convergence)
 

@@ -131,7 +131,7 @@ def test_every_device_flag_accepts_the_same_choices(capsys):
         for name, p in parsers.items()
         if any(a.dest == "device" for a in p._actions)
     }
-    assert {"train", "evaluate", "study", "bench"} <= set(kinds)
+    assert {"train", "evaluate", "convergence", "study", "bench"} <= set(kinds)
     assert len(set(kinds.values())) == 1
     study = parsers["study"]
     for device in ("auto", "cpu", "cuda", "cuda:1"):
