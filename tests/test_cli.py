@@ -1,8 +1,11 @@
 """The console commands, end to end on a tiny phantom: phantom -> curate -> train -> evaluate."""
 
+import dataclasses
+
 import pytest
 
 from radiolib import cli
+from radiolib.config import get_profile
 
 
 @pytest.fixture(scope="module")
@@ -147,9 +150,11 @@ def test_list_parameters_honours_profile_and_overrides(capsys, monkeypatch):
     assert cli.main([*args, "--profile", "smoke"]) == 0
     printed = capsys.readouterr().out
     assert "train.steps = 7" in printed and "phantom.signal = 0.5" in printed
-    assert "phantom.patients = 10" in printed  # the smoke profile's, not quick's 48
+    smoke, quick = get_profile("smoke").phantom, get_profile("quick").phantom
+    assert smoke.patients != quick.patients
+    assert f"phantom.patients = {smoke.patients}" in printed  # --profile, not $RADIOLIB_PROFILE
     assert cli.main(["study", "--list-parameters"]) == 0
-    assert "phantom.patients = 48" in capsys.readouterr().out  # $RADIOLIB_PROFILE
+    assert f"phantom.patients = {quick.patients}" in capsys.readouterr().out
 
 
 def test_phantom_takes_its_defaults_from_the_profile(tmp_path, monkeypatch, capsys):
@@ -159,12 +164,13 @@ def test_phantom_takes_its_defaults_from_the_profile(tmp_path, monkeypatch, caps
     monkeypatch.setattr(phantom, "write_phantom", lambda out, **kw: written.append(kw) or "ok")
     monkeypatch.setenv("RADIOLIB_PROFILE", "smoke")
     assert cli.main(["phantom", "--out", str(tmp_path)]) == 0
-    assert written[-1] == {"patients": 10, "seed": 0, "subtypes": 3, "signal": 1.0, "matrix": 160}
+    assert written[-1] == dataclasses.asdict(get_profile("smoke").phantom)
     assert cli.main(["phantom", "--out", str(tmp_path), "--profile", "quick"]) == 0
-    assert written[-1]["patients"] == 48 and written[-1]["matrix"] == 256
+    assert written[-1] == dataclasses.asdict(get_profile("quick").phantom)
     argv = ["phantom", "--out", str(tmp_path), "-p", "phantom.signal=0.5", "-p", "phantom.seed=3"]
     assert cli.main([*argv, "--patients", "6"]) == 0
-    assert written[-1] == {"patients": 6, "seed": 3, "subtypes": 3, "signal": 0.5, "matrix": 160}
+    changed = {"patients": 6, "seed": 3, "signal": 0.5}
+    assert written[-1] == {**dataclasses.asdict(get_profile("smoke").phantom), **changed}
     # a flag and the profile's checks: too few patients is refused before anything is written
     assert cli.main(["phantom", "--out", str(tmp_path), "--patients", "2"]) == 1
     assert "phantom.patients must be >= 4" in capsys.readouterr().err and len(written) == 3
