@@ -5,6 +5,9 @@
   plotly.js. This extension writes plotly.js (the copy in the installed plotly package, so it
   matches the figures) once into the book's ``_static/`` folder and loads it in the ``<head>`` of
   every page that shows a figure, before the page's figure scripts run.
+* **Downloadable notebooks without the figures' HTML.** The book offers each executed notebook
+  for download (``_sources/``); there a figure's HTML copy (made for the page) is dropped, as
+  jupyter lab draws the figure from plotly's own mime type, which stays.
 * **MathJax without the bundles no page loads.** ``sphinx-mathjax-offline`` copies the whole
   MathJax distribution (24 MB); the pages load one combined bundle (``mathjax_path``), which
   fetches its fonts and extensions from the component folders. The other combined bundles
@@ -15,12 +18,14 @@ The book stays offline: nothing is loaded from a CDN.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 PLOTLY_JS = "plotly.min.js"
 FIGURE_CLASS = "plotly-graph-div"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
 # MathJax's combined bundles (core + input + output in one file); components live in folders
 _MATHJAX_BUNDLE = re.compile(r"(tex|mml)-[a-z-]+\.js|node-main\.js")
 
@@ -42,6 +47,22 @@ def _write_plotly_js(app: Any, exception: Exception | None) -> None:
     (static / PLOTLY_JS).write_text(get_plotlyjs(), encoding="utf-8")
 
 
+def _slim_notebook_downloads(app: Any, exception: Exception | None) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    for path in (Path(app.outdir) / "_sources").rglob("*.ipynb"):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        slimmed = False
+        for cell in nb.get("cells", []):
+            for output in cell.get("outputs", []):
+                data = output.get("data", {})
+                if PLOTLY_MIME in data and FIGURE_CLASS in "".join(data.get("text/html", "")):
+                    del data["text/html"]
+                    slimmed = True
+        if slimmed:
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def _drop_unused_mathjax_bundles(app: Any, exception: Exception | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
@@ -57,6 +78,7 @@ def _drop_unused_mathjax_bundles(app: Any, exception: Exception | None) -> None:
 def setup(app: Any) -> dict[str, Any]:
     app.connect("html-page-context", _load_on_figure_pages)
     app.connect("build-finished", _write_plotly_js)
+    app.connect("build-finished", _slim_notebook_downloads)
     # after sphinx-mathjax-offline has copied MathJax (its handler has the default priority 500)
     app.connect("build-finished", _drop_unused_mathjax_bundles, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -224,6 +224,8 @@ def test_make_clean_keeps_runs_and_clean_runs_says_what_it_removes(tmp_path):
 def test_the_book_ships_plotly_js_once_and_collapses_plumbing(project):
     from plotly.offline import get_plotlyjs
 
+    from radiolib.sphinx_assets import PLOTLY_MIME
+
     setup = new_code_cell("from radiolib import plots\nplots.setup_notebook()\nprint('set up')")
     setup.metadata["tags"] = ["hide-input"]
     figures = new_code_cell(
@@ -247,6 +249,13 @@ def test_the_book_ships_plotly_js_once_and_collapses_plumbing(project):
     assert page.index("_static/plotly.min.js") < page.index("Plotly.newPlot(")
     for other in ("index.html", "book/_executed/01_ok.html"):  # no figure, no plotly.js
         assert "plotly.min.js" not in (html / other).read_text()
+    # the notebook offered for download keeps plotly's mime type for jupyter lab, not the HTML
+    executed = nbformat.read(project / "book/_executed/04_figures.ipynb", as_version=4)
+    download = nbformat.read(html / "_sources/book/_executed/04_figures.ipynb", as_version=4)
+    for nb, html_kept in ((executed, True), (download, False)):
+        figures = [o.get("data", {}) for o in nb.cells[-1].outputs]
+        assert len(figures) == 2 and all(PLOTLY_MIME in d for d in figures)
+        assert all(("text/html" in d) == html_kept for d in figures)
     # MathJax: the bundle the pages load and every component folder, not the other bundles
     mathjax = html / "_static" / "mathjax"
     assert (mathjax / "tex-chtml.js").is_file() and (mathjax / "output" / "svg").is_dir()
