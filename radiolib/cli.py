@@ -4,11 +4,14 @@ fetch."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from radiolib.config import default_profile_name, get_profile, parse_assignments, profile_names
+from radiolib.config import get_profile, parse_assignments, profile_names
 from radiolib.errors import RadiolibError
+
+TRACEBACK_ENV = "RADIOLIB_TRACEBACK"
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -29,7 +32,7 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
 
 
 def _profile(args: argparse.Namespace):
-    return get_profile(args.profile or default_profile_name(), parse_assignments(args.param))
+    return get_profile(args.profile, parse_assignments(args.param))
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:
@@ -48,13 +51,12 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
-    from radiolib.data.curate import curate_cohort
+    from radiolib.data.curate import curate_cohort, curation_report
 
-    cohort = curate_cohort(Path(args.data), Path(args.out), _profile(args).curation)
-    counts = cohort.manifest.get("counts", {})
-    print(f"curated cohort at {cohort.path}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    for skip in cohort.manifest.get("skipped", []):
-        print(f"  skipped {skip}")
+    cohort = curate_cohort(
+        Path(args.data), Path(args.out), _profile(args).curation, replace=args.replace
+    )
+    print("\n".join(curation_report(cohort)))
     return 0
 
 
@@ -173,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("curate", help="curate a raw cohort (phantom or real) as in the paper")
     p.add_argument("--data", required=True, help="raw cohort folder")
     p.add_argument("--out", required=True, help="curated cohort folder")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace a curated cohort in --out that was made from another --data folder",
+    )
     _profile_args(p)
     p.set_defaults(func=cmd_curate)
 
@@ -234,12 +241,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; an error becomes a message on stderr (no traceback) and a non-zero exit.
+
+    Bad input, bad parameters and file system errors exit 1 with their message; anything else
+    exits 2 with its type and message (``RADIOLIB_TRACEBACK=1`` shows where it came from).
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RadiolibError, ValueError, FileNotFoundError) as error:
+    except (RadiolibError, ValueError, OSError) as error:
         print(f"radiolib {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"radiolib {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - never a traceback for the user
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        print(
+            f"radiolib {args.command}: unexpected error: {type(error).__name__}: "
+            f"{' '.join(str(error).split())} (set {TRACEBACK_ENV}=1 to see where)",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":
