@@ -93,6 +93,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         truth=truth,
     )
     print(result.results.to_string(index=False))
+    for run in result.runs.itertuples():
+        if not run.finished:
+            print(
+                f"warning: run {run.run} is unfinished: its checkpoint is at step {run.step} "
+                f"of the {run.steps} it was configured for; its scores are those of that step",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -128,11 +135,10 @@ def cmd_convergence(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from radiolib.config import PROFILES
     from radiolib.study import run_study
 
     if args.list_parameters:
-        for name, value in PROFILES[args.profile or default_profile_name()].flat().items():
+        for name, value in _profile(args).flat().items():
             print(f"{name} = {value}")
         return 0
     run_study(
