@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import sys
 from pathlib import Path
 
 from radiolib import __version__
-from radiolib.config import default_profile_name, get_profile, parse_assignments, profile_names
+from radiolib.config import get_profile, parse_assignments, profile_names
 from radiolib.errors import RadiolibError
 
+TRACEBACK_ENV = "RADIOLIB_TRACEBACK"
 DEVICE_HELP = "auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N"
 
 # ``radiolib phantom`` flags: each overrides the profile's ``phantom.<name>``
@@ -56,7 +58,7 @@ def _device_arg(p: argparse.ArgumentParser) -> None:
 def _profile(args: argparse.Namespace, extra: dict[str, object] | None = None):
     """The chosen profile with the ``-p`` overrides, then ``extra`` (explicit flags) on top."""
     overrides = {**parse_assignments(args.param), **(extra or {})}
-    return get_profile(args.profile or default_profile_name(), overrides)
+    return get_profile(args.profile, overrides)
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:
@@ -69,13 +71,12 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
-    from radiolib.data.curate import curate_cohort
+    from radiolib.data.curate import curate_cohort, curation_report
 
-    cohort = curate_cohort(Path(args.data), Path(args.out), _profile(args).curation)
-    counts = cohort.manifest.get("counts", {})
-    print(f"curated cohort at {cohort.path}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    for skip in cohort.manifest.get("skipped", []):
-        print(f"  skipped {skip}")
+    cohort = curate_cohort(
+        Path(args.data), Path(args.out), _profile(args).curation, replace=args.replace
+    )
+    print("\n".join(curation_report(cohort)))
     return 0
 
 
@@ -112,6 +113,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         truth=truth,
     )
     print(result.results.to_string(index=False))
+    for run in result.runs.itertuples():
+        if not run.finished:
+            print(
+                f"warning: run {run.run} is unfinished: its checkpoint is at step {run.step} "
+                f"of the {run.steps} it was configured for; its scores are those of that step",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -204,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("curate", help="curate a raw cohort (phantom or real) as in the paper")
     p.add_argument("--data", required=True, help="raw cohort folder")
     p.add_argument("--out", required=True, help="curated cohort folder")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace a curated cohort in --out that was made from another --data folder",
+    )
     _profile_args(p)
     p.set_defaults(func=cmd_curate)
 
@@ -291,12 +304,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; an error becomes a message on stderr (no traceback) and a non-zero exit.
+
+    Bad input, bad parameters and file system errors exit 1 with their message; anything else
+    exits 2 with its type and message (``RADIOLIB_TRACEBACK=1`` shows where it came from).
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RadiolibError, ValueError, FileNotFoundError) as error:
+    except (RadiolibError, ValueError, OSError) as error:
         print(f"radiolib {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"radiolib {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - never a traceback for the user
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        print(
+            f"radiolib {args.command}: unexpected error: {type(error).__name__}: "
+            f"{' '.join(str(error).split())} (set {TRACEBACK_ENV}=1 to see where)",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ returns a copy with single parameters overridden by dotted name; values given as
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -198,8 +200,14 @@ def profile_names() -> list[str]:
 
 
 def default_profile_name() -> str:
-    """The profile named by ``$RADIOLIB_PROFILE``, else ``quick``."""
-    return os.environ.get(PROFILE_ENV, DEFAULT_PROFILE)
+    """The profile named by ``$RADIOLIB_PROFILE``, else ``quick``; ``ValueError`` for a name
+    that is no profile."""
+    name = os.environ.get(PROFILE_ENV, DEFAULT_PROFILE)
+    if name not in PROFILES:
+        raise ValueError(
+            f"{PROFILE_ENV}={name!r} names no profile; choose one of {', '.join(PROFILES)}"
+        )
+    return name
 
 
 def _convert(value: Any, current: Any, name: str) -> Any:
@@ -268,11 +276,68 @@ def parse_assignments(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+# Least value of every count and interval (an int field) and of sizes that must be positive;
+# a step interval of 0 would divide by zero, a negative one would fire at every step.
+_MINIMUM: dict[str, float] = {
+    "phantom.patients": 4,
+    "phantom.seed": 0,
+    "phantom.subtypes": 2,
+    "phantom.signal": 0,
+    "phantom.matrix": 64,
+    "curation.background_vois": 0,
+    "curation.background_slices": 0,
+    "curation.seed": 0,
+    "model.code_dim": 1,
+    "model.gene_hidden": 1,
+    "model.noise_dim": 0,
+    "model.g_channels": 1,
+    "model.d_channels": 1,
+    "model.lambda_background": 0,
+    "model.erosion_px": 0,
+    "model.lambda_inpaint_l1": 0,
+    "model.inpaint_margin": 1,
+    "train.batch_size": 2,
+    "train.steps": 1,
+    "train.beta1": 0,
+    "train.beta2": 0,
+    "train.checkpoint_every": 1,
+    "train.log_every": 1,
+    "train.sample_every": 1,
+    "train.num_workers": 0,
+    "evaluation.pairs": 2,
+    "evaluation.bootstrap": 1,
+    "evaluation.clusters": 2,
+    "evaluation.classifier_steps": 1,
+    "evaluation.map_steps": 1,
+}
+_DEFAULTS = Profile(name="defaults").flat()  # each field's type
+# Sizes that must be strictly positive.
+_POSITIVE = (
+    "curation.spacing_mm",
+    "curation.voi_mm",
+    "train.lr",
+    "evaluation.inpaint_region_scale",
+    "evaluation.tsne_perplexity",
+)
+
+
 def _validate(profile: Profile) -> None:
-    c, t, p = profile.curation, profile.train, profile.phantom
+    c, t = profile.curation, profile.train
     problems = []
-    if p.patients < 4:
-        problems.append(f"phantom.patients must be >= 4 (got {p.patients})")
+    for name, value in profile.flat().items():
+        values = value if isinstance(value, tuple) else (value,)
+        if not values or isinstance(value, bool):
+            continue
+        if not all(isinstance(v, numbers.Real) for v in values):
+            continue  # names (model.weight_map, evaluation.variants): checked below
+        if not all(math.isfinite(v) for v in values):
+            problems.append(f"{name} must be finite (got {value})")
+        elif name in _MINIMUM and min(values) < _MINIMUM[name]:
+            problems.append(f"{name} must be >= {_MINIMUM[name]:g} (got {value})")
+        elif name in _POSITIVE and not min(values) > 0:
+            problems.append(f"{name} must be > 0 (got {value})")
+        elif isinstance(_DEFAULTS[name], int) and not isinstance(value, numbers.Integral):
+            problems.append(f"{name} must be a whole number (got {value})")
     if c.image_size < 16 or c.image_size & (c.image_size - 1):
         problems.append(f"curation.image_size must be a power of two >= 16 (got {c.image_size})")
     if not 0 < c.test_fraction < 1:
@@ -293,14 +358,20 @@ def _validate(profile: Profile) -> None:
     unknown = [v for v in profile.evaluation.variants if v not in VARIANTS]
     if unknown:
         problems.append(f"evaluation.variants: unknown {unknown}; choose from {list(VARIANTS)}")
-    if t.batch_size < 2:
-        problems.append(f"train.batch_size must be >= 2 (got {t.batch_size})")
-    if t.steps < 1:
-        problems.append(f"train.steps must be >= 1 (got {t.steps})")
     if not 0 <= t.ema < 1:
         problems.append(f"train.ema must be in [0, 1) (got {t.ema})")
+    if not (t.beta1 < 1 and t.beta2 < 1):
+        problems.append(f"train.beta1 and train.beta2 must be < 1 (got {t.beta1}, {t.beta2})")
     if not t.seeds:
         problems.append("train.seeds must name at least one seed")
+    elif min(t.seeds) < 0:
+        problems.append(f"train.seeds must be >= 0 (got {t.seeds})")
+    if not profile.evaluation.map_signals:
+        problems.append("evaluation.map_signals must name at least one signal")
+    elif min(profile.evaluation.map_signals) < 0:
+        problems.append(
+            f"evaluation.map_signals must be >= 0 (got {profile.evaluation.map_signals})"
+        )
     if problems:
         raise ValueError("; ".join(problems))
 

@@ -15,3 +15,7 @@ class TrainingError(RadiolibError, RuntimeError):
 
 class StaleRunError(TrainingError):
     """A run folder holds a checkpoint made with other settings or other data."""
+
+
+class OutputError(RadiolibError, ValueError):
+    """An output path cannot be written without damaging what is already there."""

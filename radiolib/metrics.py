@@ -995,6 +995,7 @@ class SynthesisEvaluation:
     per_pair: pd.DataFrame  # evaluate_pairs rows of every (method, seed), with a ``seed`` column
     results: pd.DataFrame  # tidy: section, method, seed, measure, value, low, high, n
     panel: dict  # one background, several donors' genes: method -> syntheses (counterfactuals)
+    runs: pd.DataFrame | None = None  # evaluate_runs: radiolib.train.inspect_runs of the runs
 
 
 def _row(
@@ -1304,24 +1305,29 @@ def evaluate_runs(
     truth: Any | None = None,
 ) -> SynthesisEvaluation:
     """``radiolib evaluate``: load the curated cohort and the trained run folders ``runs``
-    (method and seed read from each checkpoint), evaluate, and write ``results.csv`` and
-    ``per_pair.csv`` into ``out`` when given."""
-    from pathlib import Path
-
+    (method and seed read from each checkpoint), evaluate, and write ``results.csv``,
+    ``per_pair.csv`` and ``runs.csv`` into ``out`` when given. ``result.runs`` says which runs
+    are unfinished; a run of another cohort, or two of the same model and seed, raise
+    (:func:`radiolib.train.inspect_runs`)."""
     from radiolib.config import resolve_device
     from radiolib.data.curate import load_curated
-    from radiolib.io import atomic_write
-    from radiolib.train import load_checkpoint, load_generator
+    from radiolib.io import atomic_write, check_folder_path
+    from radiolib.train import inspect_runs, load_generator
 
     device = resolve_device(device)
-    cohort = load_curated(curated)
-    gans = {}
-    for run in runs:
-        ckpt = load_checkpoint(run)
-        gans[(str(ckpt["gan"]["name"]), int(ckpt["seed"]))] = load_generator(run, device)
-    result = evaluate_synthesis(cohort, cfg, gans, truth=truth, device=device)
     if out is not None:
-        for name, frame in (("results.csv", result.results), ("per_pair.csv", result.per_pair)):
-            with atomic_write(Path(out) / name, "w") as fh:
+        out = check_folder_path(out, "results folder")
+    cohort = load_curated(curated)
+    table = inspect_runs(runs, cohort)
+    gans = {(r.model, r.seed): load_generator(r.run, device) for r in table.itertuples()}
+    result = evaluate_synthesis(cohort, cfg, gans, truth=truth, device=device)
+    result.runs = table
+    if out is not None:
+        for name, frame in (
+            ("results.csv", result.results),
+            ("per_pair.csv", result.per_pair),
+            ("runs.csv", table),
+        ):
+            with atomic_write(out / name, "w") as fh:
                 frame.to_csv(fh, index=False)
     return result

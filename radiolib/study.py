@@ -27,7 +27,14 @@ import yaml
 
 from radiolib.config import Profile, get_profile, resolve_device
 from radiolib.errors import RadiolibError
-from radiolib.io import atomic_write, read_json, write_json
+from radiolib.io import (
+    atomic_write,
+    fsync_dir,
+    fsync_tree,
+    read_json,
+    remove_leftovers,
+    write_json,
+)
 
 EXECUTED = Path("book") / "_executed"
 RUNS = "runs"
@@ -445,6 +452,7 @@ def _replace_dir(new: Path, target: Path) -> None:
     if target.exists():
         target.rename(old)
     new.rename(target)
+    fsync_dir(target.parent)
     if old.exists():
         shutil.rmtree(old)
 
@@ -484,6 +492,11 @@ def run_study(
         run_dir=f"{RUNS}/{run_name(cfg, data)}",
     )
     executed = root / EXECUTED
+    for target in (executed, root / BUILD):  # what runs that were killed left behind
+        remove_leftovers(target.parent, f"{target.name}.staging-")
+        old = target.with_name(target.name + ".old")
+        if old.is_dir() and not target.exists():  # killed between _replace_dir's renames
+            old.rename(target)
     staging = executed.with_name(executed.name + f".staging-{os.getpid()}")
     if staging.exists():
         shutil.rmtree(staging)
@@ -495,21 +508,25 @@ def run_study(
         "overrides": {k: str(v) for k, v in (overrides or {}).items()},
     }
     print(f"[radiolib study] run folder: {root / record.run_dir}", flush=True)
-    for name in names:
-        print(f"[radiolib study] running {name}.ipynb ({cfg.name} profile) ...", flush=True)
-        record.notebook_seconds[name] = round(
-            execute_notebook(name, root, staging, parameters, progress), 1
-        )
-        print(
-            f"[radiolib study] {name}.ipynb done in {record.notebook_seconds[name]:.0f} s",
-            flush=True,
-        )
+    try:
+        for name in names:
+            print(f"[radiolib study] running {name}.ipynb ({cfg.name} profile) ...", flush=True)
+            record.notebook_seconds[name] = round(
+                execute_notebook(name, root, staging, parameters, progress), 1
+            )
+            print(
+                f"[radiolib study] {name}.ipynb done in {record.notebook_seconds[name]:.0f} s",
+                flush=True,
+            )
 
-    record.total_seconds = round(time.perf_counter() - t0, 1)
-    with atomic_write(staging / REPRODUCING_PAGE, "w") as fh:
-        fh.write(reproducing_page(record))
-    write_json(staging / RUN_RECORD, dataclasses.asdict(record))
-    _replace_dir(staging, executed)
+        record.total_seconds = round(time.perf_counter() - t0, 1)
+        with atomic_write(staging / REPRODUCING_PAGE, "w") as fh:
+            fh.write(reproducing_page(record))
+        write_json(staging / RUN_RECORD, dataclasses.asdict(record))
+        fsync_tree(staging)
+        _replace_dir(staging, executed)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed run leaves no staging folder
 
     if build:
         t1 = time.perf_counter()
@@ -518,11 +535,9 @@ def run_study(
             shutil.rmtree(build_staging)
         try:
             build_book(root, build_staging)
-        except StudyError:
+            _replace_dir(build_staging / "_build", root / BUILD)
+        finally:
             shutil.rmtree(build_staging, ignore_errors=True)
-            raise
-        _replace_dir(build_staging / "_build", root / BUILD)
-        shutil.rmtree(build_staging, ignore_errors=True)
         record.book_seconds = round(time.perf_counter() - t1, 1)
         record.total_seconds = round(time.perf_counter() - t0, 1)
         write_json(executed / RUN_RECORD, dataclasses.asdict(record))

@@ -10,7 +10,11 @@ Per step (paper section 2.3, least-squares GAN):
 
 Everything a run needs to continue bit for bit (weights, EMA, optimisers, scaler, RNG states,
 step, epoch) goes into ``out/checkpoint.pt``, written atomically and loadable with
-``torch.load(weights_only=True)``. The data order is a pure function of ``(seed, epoch)`` and
+``torch.load(weights_only=True)``; the checkpoint it replaces is kept as
+``out/checkpoint.prev.pt``, which a resumed run falls back to when the newest cannot be read.
+Losses are checked at every step; weights and buffers (batch-norm running statistics too) at
+every log and checkpoint step, so a diverging run stops with a named error and never writes a
+non-finite checkpoint. The data order is a pure function of ``(seed, epoch)`` and
 each item a pure function of ``(seed, epoch, index)``, so a resumed run reads exactly the
 batches an uninterrupted run would have read.
 
@@ -30,6 +34,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,13 +49,14 @@ from torch import Tensor, nn
 
 from radiolib.config import ModelConfig, Profile, resolve_device
 from radiolib.errors import StaleRunError, TrainingError
-from radiolib.io import atomic_write, read_json, write_json
+from radiolib.io import atomic_write, check_folder_path, read_json, write_json
 
 if TYPE_CHECKING:
     from radiolib.data.curate import CuratedCohort
     from radiolib.models import GAN
 
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the checkpoint before the newest, kept to fall back
 CHECKPOINT_FORMAT = 1
 SAMPLE_COUNT = 8  # images in each sample grid
 
@@ -335,11 +341,22 @@ def _seed_everything(seed: int) -> None:
 # --------------------------------------------------------------------------- the loop
 
 
-def _fingerprint(
-    gan_name: str, n_genes: int, image_size: int, cohort: Any, cfg: Profile, seed: int
-) -> str:
-    """Hash of everything that decides the weights (not the step count or logging)."""
-    train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in _RESUMABLE_FIELDS}
+def cohort_identity(cohort: Any) -> dict[str, Any]:
+    """What a checkpoint records of the cohort it was trained on: a digest of its content
+    (:func:`_cohort_data`), its folder and sizes, so a run can tell its cohort from another."""
+    data = _cohort_data(cohort)
+    return {
+        "sha256": hashlib.sha256(
+            json.dumps(data, sort_keys=True, default=str).encode()
+        ).hexdigest(),
+        "path": str(getattr(cohort, "path", "")),
+        "patients": len(cohort.patients),
+        "n_genes": int(np.shape(cohort.genes)[1]),
+        "image_size": int(np.shape(cohort.tumour_images)[-1]),
+    }
+
+
+def _cohort_data(cohort: Any) -> dict[str, Any]:
     manifest = getattr(cohort, "manifest", None) or {}
     data = {
         "patients": list(cohort.patients),
@@ -361,6 +378,15 @@ def _fingerprint(
         ):
             h.update(np.ascontiguousarray(a).tobytes())
         data["arrays"] = h.hexdigest()
+    return data
+
+
+def _fingerprint(
+    gan_name: str, n_genes: int, image_size: int, cohort: Any, cfg: Profile, seed: int
+) -> str:
+    """Hash of everything that decides the weights (not the step count or logging)."""
+    train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in _RESUMABLE_FIELDS}
+    data = _cohort_data(cohort)
     blob = {
         "gan": gan_name,
         "n_genes": n_genes,
@@ -424,6 +450,37 @@ class _Loop:
             if not math.isfinite(v):
                 raise TrainingError(f"step {step}: {who} term {k} is {v}")
         return dict(zip(names, floats, strict=True))
+
+    def check_state(self, step: int) -> None:
+        """Raise :class:`TrainingError` when a weight or buffer (batch-norm running statistics
+        included) of either network or of the EMA is not finite.
+
+        A diverging run can keep finite losses while its statistics overflow; one flag per
+        tensor and a single device sync keep the check cheap enough to run at every log and
+        before every checkpoint (so a checkpoint never holds non-finite values).
+        """
+        nets = {"generator": self.gan.generator, "discriminator": self.gan.discriminator}
+        if self.ema is not None:
+            nets["generator EMA"] = self.ema
+        named = [
+            (who, kind, name, t)
+            for who, net in nets.items()
+            for kind, items in (("weight", net.named_parameters()), ("buffer", net.named_buffers()))
+            for name, t in items
+            if t.is_floating_point()
+        ]
+        if not named:
+            return
+        finite = torch.stack([torch.isfinite(t).all() for *_, t in named]).cpu()
+        if bool(finite.all()):
+            return
+        who, kind, name, t = named[int((~finite).nonzero()[0])]
+        bad = t.detach()[~torch.isfinite(t.detach())].flatten()[0].item()
+        raise TrainingError(
+            f"step {step}: {who} {kind} {name} holds non-finite values ({bad}); training "
+            f"diverged (is train.lr={self.cfg.train.lr:g} too high?). The last checkpoint "
+            "written before this step is kept"
+        )
 
     def step(self, batch: dict[str, Tensor], step: int) -> dict[str, float]:
         """One D step and one G step on a device batch; returns every loss term."""
@@ -491,23 +548,64 @@ class _Loop:
             self.scaler.load_state_dict(ckpt["scaler"])
 
 
-def load_checkpoint(out: Path | str, device: str = "cpu") -> dict[str, Any]:
-    """The checkpoint of a run folder (``weights_only``: no pickled objects)."""
-    path = Path(out) / CHECKPOINT
+def load_checkpoint(out: Path | str, device: str = "cpu", name: str = CHECKPOINT) -> dict[str, Any]:
+    """The checkpoint ``name`` of a run folder (``weights_only``: no pickled objects)."""
+    path = Path(out) / name
     if not path.is_file():
         raise TrainingError(f"no checkpoint in {Path(out)} (expected {path.name})")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
-        raise TrainingError(f"{path}: unreadable checkpoint ({exc})") from exc
+        text = str(exc).strip()
+        why = (
+            "it holds more than tensors and plain values, which are never unpickled"
+            if text.startswith("Weights only load failed")
+            else (text.splitlines() or [type(exc).__name__])[0]
+        )
+        raise TrainingError(f"{path}: unreadable checkpoint ({why})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path}: not a radiolib checkpoint of format {CHECKPOINT_FORMAT}")
     return ckpt
 
 
+def _resume_checkpoint(out: Path, announce: bool) -> tuple[dict[str, Any] | None, bool]:
+    """The newest readable checkpoint of ``out`` and whether it is the previous one.
+
+    ``checkpoint.pt``, else (missing or unreadable) ``checkpoint.prev.pt``, said on stderr when
+    ``announce``; ``(None, False)`` when there is neither. Raises :class:`TrainingError` when
+    both exist but neither can be read.
+    """
+    newest, previous = out / CHECKPOINT, out / PREVIOUS_CHECKPOINT
+    if not newest.is_file() and not previous.is_file():
+        return None, False
+    problem = f"{newest} is missing"
+    if newest.is_file():
+        try:
+            return load_checkpoint(out), False
+        except TrainingError as exc:
+            problem = str(exc)
+    try:
+        ckpt = load_checkpoint(out, name=PREVIOUS_CHECKPOINT)
+    except TrainingError as exc:
+        raise TrainingError(
+            f"cannot resume the run in {out}: {problem}; the previous checkpoint too: {exc}. "
+            "Start it over with --no-resume (resume=False)"
+        ) from None
+    if announce:
+        print(
+            f"{problem}: resuming from the previous checkpoint {previous.name} (step "
+            f"{ckpt.get('step')}); pass --no-resume (resume=False) to start over instead",
+            file=sys.stderr,
+            flush=True,
+        )
+    return ckpt, True
+
+
 def _save_checkpoint(out: Path, loop: _Loop, meta: dict[str, Any]) -> None:
+    """Write ``checkpoint.pt``; the one it replaces becomes ``checkpoint.prev.pt``. The loop
+    checks the state (:meth:`_Loop.check_state`) first, on every rank."""
     state = {"format": CHECKPOINT_FORMAT, **meta, **loop.state(), "rng": _rng_state()}
-    with atomic_write(out / CHECKPOINT, "wb") as fh:
+    with atomic_write(out / CHECKPOINT, "wb", previous=out / PREVIOUS_CHECKPOINT) as fh:
         torch.save(state, fh)
 
 
@@ -587,9 +685,11 @@ def train(
     returns at once when ``done.json`` records the same finished run); without it ``out`` is
     trained from scratch. Under ``torchrun`` each process trains its share of every global
     batch and only rank 0 writes. Raises :class:`TrainingError` on a non-finite loss, naming
-    the step and the term.
+    the step and the term, and on a non-finite weight or buffer (checked at every log and
+    checkpoint step, :meth:`_Loop.check_state`). An unreadable newest checkpoint is replaced by
+    the previous one (``checkpoint.prev.pt``) when resuming.
     """
-    out = Path(out)
+    out = check_folder_path(out, "run folder")
     device = resolve_device(device)
     world = _setup_distributed(device)
     if world.world_size > 1 and device.startswith("cuda"):
@@ -639,9 +739,8 @@ def _train(
                 losses=done["losses"],
                 skipped=True,
             )
-    ckpt = None
-    if resume and (out / CHECKPOINT).is_file():
-        ckpt = load_checkpoint(out)
+    ckpt, from_previous = _resume_checkpoint(out, world.main) if resume else (None, False)
+    if ckpt is not None:
         if ckpt["fingerprint"] != fp:
             raise StaleRunError(
                 f"{out / CHECKPOINT} belongs to a run with other settings (model, data, seed "
@@ -658,12 +757,16 @@ def _train(
             stale.unlink(missing_ok=True)
         if ckpt is None:  # a fresh run: nothing of an earlier one may be mistaken for its own
             done_path.unlink(missing_ok=True)
+            (out / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)
             (out / "log.jsonl").unlink(missing_ok=True)
             for old in (out / "samples").glob("step_*.npz"):
                 old.unlink()
         else:
             done_path.unlink(missing_ok=True)
             _trim_log(out / "log.jsonl", ckpt["step"])
+            if from_previous and (out / CHECKPOINT).is_file():
+                # moved aside, so that the next save does not push the good previous one out
+                os.replace(out / CHECKPOINT, out / f"{CHECKPOINT}.unreadable")
 
     cpu_deterministic = not device.startswith("cuda")
     was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -693,6 +796,7 @@ def _train(
         meta_static = {
             "fingerprint": fp,
             "seed": seed,
+            "cohort": cohort_identity(cohort),
             "config": cfg.to_dict(),
             "gan": {
                 "name": gan.name,
@@ -748,6 +852,9 @@ def _train(
                             },
                             refresh=False,
                         )
+                    checkpoint_now = step % t.checkpoint_every == 0 or step == t.steps
+                    if step % t.log_every == 0 or checkpoint_now:
+                        loop.check_state(step)  # on every rank, so that all of them stop
                     if log_fh is not None and (step % t.log_every == 0 or step == t.steps):
                         record = {
                             "step": step,
@@ -762,7 +869,7 @@ def _train(
                         window_seconds, window_steps = 0.0, 0
                     if world.main and (step % t.sample_every == 0 or step == t.steps):
                         _write_samples(out, loop, samples, step)
-                    if world.main and (step % t.checkpoint_every == 0 or step == t.steps):
+                    if world.main and checkpoint_now:
                         _save_checkpoint(
                             out,
                             loop,
@@ -911,6 +1018,55 @@ def train_models(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _describe_cohort(identity: dict[str, Any]) -> str:
+    keys = ("path", "patients", "n_genes", "image_size")
+    return ", ".join(f"{k} {identity[k]}" for k in keys if k in identity)
+
+
+def inspect_runs(runs: Sequence[Path | str], cohort: Any) -> pd.DataFrame:
+    """What the run folders ``runs`` hold, checked against the cohort they are evaluated on.
+
+    One row per run: run (folder), model, seed, step (of its checkpoint), steps (it was
+    configured for) and finished (``step >= steps``). Raises :class:`StaleRunError` for a run
+    trained on another cohort, and :class:`TrainingError` for two runs of the same model and
+    seed (their results would overwrite each other).
+    """
+    here = cohort_identity(cohort)
+    rows: list[dict[str, Any]] = []
+    for run in map(Path, runs):
+        ckpt = load_checkpoint(run)
+        model, seed, step = str(ckpt["gan"]["name"]), int(ckpt["seed"]), int(ckpt["step"])
+        # checkpoints written before the cohort was recorded: compare the sizes only
+        trained = ckpt.get("cohort") or {
+            "n_genes": int(ckpt["gan"]["n_genes"]),
+            "image_size": int(ckpt["gan"]["image_size"]),
+        }
+        if any(trained[k] != here[k] for k in ("sha256", "n_genes", "image_size") if k in trained):
+            raise StaleRunError(
+                f"run {run} ({model}, seed {seed}) was trained on another cohort "
+                f"({_describe_cohort(trained)}), not on the cohort it is evaluated on "
+                f"({_describe_cohort(here)}); evaluate it with the cohort it was trained on"
+            )
+        twin = next((r["run"] for r in rows if (r["model"], r["seed"]) == (model, seed)), None)
+        if twin is not None:
+            raise TrainingError(
+                f"runs {twin} and {run} are both {model} with seed {seed}: their results would "
+                "overwrite each other; evaluate them in separate calls (other --out folders)"
+            )
+        steps = int(ckpt["config"]["train"]["steps"])
+        rows.append(
+            {
+                "run": str(run),
+                "model": model,
+                "seed": seed,
+                "step": step,
+                "steps": steps,
+                "finished": step >= steps,
+            }
+        )
+    return pd.DataFrame(rows, columns=["run", "model", "seed", "step", "steps", "finished"])
 
 
 def read_log(out: Path | str) -> pd.DataFrame:

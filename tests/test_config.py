@@ -1,7 +1,9 @@
 import dataclasses
+import re
 
 import pytest
 
+from radiolib import cli
 from radiolib.config import (
     PROFILES,
     Profile,
@@ -54,6 +56,41 @@ def test_override_errors_name_the_parameter():
         get_profile("smoke", {"curation.image_size": 48})
     with pytest.raises(ValueError, match="unknown profile 'huge'"):
         get_profile("huge")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("train.checkpoint_every", "0", ">= 1"),
+        ("train.log_every", "0", ">= 1"),
+        ("train.sample_every", "-1", ">= 1"),
+        ("train.num_workers", "-1", ">= 0"),
+        ("train.batch_size", "1", ">= 2"),
+        ("train.steps", 2.5, "a whole number"),
+        ("train.lr", "0", "> 0"),
+        ("train.lr", "nan", "finite"),
+        ("train.seeds", "-1", ">= 0"),
+        ("curation.background_slices", "-2", ">= 0"),
+        ("curation.voi_mm", "0", "> 0"),
+        ("model.g_channels", "0", ">= 1"),
+        ("evaluation.bootstrap", "0", ">= 1"),
+        ("evaluation.pairs", "1", ">= 2"),
+        ("evaluation.map_steps", "0", ">= 1"),
+        ("phantom.matrix", "32", ">= 64"),
+    ],
+)
+def test_every_count_and_interval_is_checked(name, value, problem):
+    with pytest.raises(ValueError, match=rf"{re.escape(name)} must be {re.escape(problem)}"):
+        get_profile("smoke", {name: value})
+
+
+def test_unknown_profile_in_the_environment_is_named(monkeypatch, capsys):
+    monkeypatch.setenv("RADIOLIB_PROFILE", "nosuch")
+    message = "RADIOLIB_PROFILE='nosuch' names no profile; choose one of smoke, quick, paper"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        get_profile()
+    assert cli.main(["study", "--list-parameters"]) == 1
+    assert capsys.readouterr().err == f"radiolib study: error: {message}\n"
 
 
 def test_flat_lists_every_field_once():

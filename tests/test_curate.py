@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import types
 from pathlib import Path
 
@@ -538,6 +539,67 @@ def test_refuses_to_replace_a_foreign_folder(fake_cohort, tmp_path):
     with pytest.raises(CohortError, match="not a curated cohort"):
         curate.curate_cohort(root, out, SMALL, progress=False)
     assert (out / "keep.txt").read_text() == "mine"
+
+
+DEAD_PID = 99_999_999  # above any pid_max: no such process
+
+
+def test_another_source_needs_replace_and_killed_runs_leave_nothing_behind(
+    fake_cohort, tmp_path, monkeypatch
+):
+    root, calls = fake_cohort
+    out = tmp_path / "curated"
+    old_umask = os.umask(0o027)
+    try:
+        curate.curate_cohort(root, out, SMALL, progress=False)
+    finally:
+        os.umask(old_umask)
+    # files and folder follow the umask (mkstemp alone would leave 0600)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        n: 0o640 for n in ("arrays.npz", "manifest.json", "patients.csv", "slices.csv")
+    }
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
+    stamp = (out / "manifest.json").read_bytes()
+
+    other = tmp_path / "other-download"
+    other.mkdir()
+    with pytest.raises(CohortError, match=f"curated from {root.resolve()}.*pass --replace"):
+        curate.curate_cohort(other, out, SMALL, progress=False)
+    assert (out / "manifest.json").read_bytes() == stamp
+    calls["load"] = 0
+    replaced = curate.curate_cohort(other, out, SMALL, progress=False, replace=True)
+    assert calls["load"] == 6 and replaced.manifest["root"] == str(other.resolve())
+
+    # a run killed between its two renames left the result as .old-PID and no folder: it is
+    # put back (and reused); a dead run's half-written .tmp-PID is removed, a live one's kept
+    os.replace(out, tmp_path / f".curated.old-{DEAD_PID}")
+    (tmp_path / f".curated.tmp-{DEAD_PID + 1}").mkdir()
+    (tmp_path / f".curated.tmp-{os.getppid()}").mkdir()
+    calls["load"] = 0
+    again = curate.curate_cohort(other, out, SMALL, progress=False)
+    assert calls["load"] == 0 and again.manifest["root"] == str(other.resolve())
+    curate.curate_cohort(other, out, CurationConfig(**{**vars(SMALL), "seed": 3}), progress=False)
+    assert sorted(p.name for p in tmp_path.glob(".curated.*")) == [f".curated.tmp-{os.getppid()}"]
+
+
+def test_a_patient_whose_files_raise_anything_is_skipped(fake_cohort, tmp_path, monkeypatch):
+    root, _ = fake_cohort
+    real = curate._load_scan
+
+    def odd(c, pid):
+        if pid == "R01-004":
+            raise AttributeError("'FileDataset' object has no attribute 'Rows'")
+        return real(c, pid)
+
+    monkeypatch.setattr(curate, "_load_scan", odd)
+    c = curate.curate_cohort(root, tmp_path / "c", SMALL, progress=False)
+    skipped = {s["patient"]: s["reason"] for s in c.manifest["skipped"]}
+    assert skipped["R01-004"] == "AttributeError: 'FileDataset' object has no attribute 'Rows'"
+    assert len(c.patients) == 3
+    report = curate.curation_report(c)
+    assert "4 patient(s) left out:" in report  # R01-099 by the loader, three here
+    assert any(line.startswith("  R01-004: AttributeError") for line in report)
+    assert c.manifest["counts"]["subjects_found"] == 7
 
 
 def test_too_few_patients_for_split(fake_cohort, tmp_path, monkeypatch):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 from pathlib import Path
 
 import highdicom as hd
@@ -18,16 +20,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score
 from sklearn.model_selection import cross_val_score
 
+from radiolib import cli
 from radiolib.data import phantom as ph
-
-PATIENTS, MATRIX, SEED = 12, 96, 3
+from radiolib.errors import CohortError, OutputError
+from tests.conftest import PHANTOM_MATRIX as MATRIX
+from tests.conftest import PHANTOM_PATIENTS as PATIENTS
+from tests.conftest import PHANTOM_SEED as SEED
 
 
 @pytest.fixture(scope="session")
-def cohort(tmp_path_factory) -> tuple[Path, ph.PhantomSummary]:
-    root = tmp_path_factory.mktemp("phantom")
-    summary = ph.write_phantom(root, patients=PATIENTS, seed=SEED, matrix=MATRIX, progress=False)
-    return root, summary
+def cohort(small_phantom) -> tuple[Path, ph.PhantomSummary]:
+    return small_phantom
 
 
 @pytest.fixture(scope="session")
@@ -246,12 +249,66 @@ def test_determinism(cohort, tmp_path):
     assert ph._uid(SEED, "R01-001", "ct") != ph._uid(SEED + 1, "R01-001", "ct")
 
 
-def test_rewrite_removes_stale_patients(tmp_path):
-    ph.write_phantom(tmp_path, patients=5, seed=0, matrix=64, progress=False)
+def test_rewrite_removes_stale_patients_and_an_interrupted_write_is_marked(tmp_path, monkeypatch):
+    from radiolib.data import nsclc
+
+    old_umask = os.umask(0o027)
+    try:
+        ph.write_phantom(tmp_path, patients=5, seed=0, matrix=64, progress=False)
+    finally:
+        os.umask(old_umask)
+    # the umask decides the modes, not tempfile's private 0700 / 0600
+    assert stat.S_IMODE((tmp_path / ph.COLLECTION / "R01-001").stat().st_mode) == 0o750
+    assert stat.S_IMODE((tmp_path / ph.EXPRESSION_FILE).stat().st_mode) == 0o640
+    assert ph.phantom_status(tmp_path)["complete"]
+
+    # killed while writing the third patient: the marker says so, readers refuse the folder
+    write_patient, calls = ph._write_patient, []
+
+    def dying(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return write_patient(*args, **kwargs)
+
+    monkeypatch.setattr(ph, "_write_patient", dying)
+    with pytest.raises(KeyboardInterrupt):
+        ph.write_phantom(tmp_path, patients=4, seed=1, matrix=64, progress=False)
+    monkeypatch.undo()
+    assert ph.phantom_status(tmp_path)["complete"] is False
+    with pytest.raises(CohortError, match="incomplete phantom"):
+        nsclc.open_cohort(tmp_path)
+    with pytest.raises(CohortError, match="incomplete phantom"):
+        ph.load_truth(tmp_path)
+
+    # the folder is still recognised as a phantom: written again, it is whole
     ph.write_phantom(tmp_path, patients=4, seed=0, matrix=64, progress=False)
     names = sorted(p.name for p in (tmp_path / ph.COLLECTION).iterdir())
     assert names == ph.patient_ids(4)
     assert len(ph.load_truth(tmp_path).patients) == 4
+    assert ph.phantom_status(tmp_path) == {
+        "complete": True,
+        "version": ph._VERSION,
+        "params": {"patients": 4, "seed": 0, "subtypes": 3, "signal": 1.0, "matrix": 64},
+    }
+
+
+def test_refuses_a_folder_that_is_not_its_own(tmp_path, capsys):
+    """A real download has the phantom's layout: nothing in it may be deleted or replaced."""
+    download = tmp_path / "download"
+    patient = download / ph.COLLECTION / "R01-001" / "study" / "CT_1"
+    patient.mkdir(parents=True)
+    (patient / "1.dcm").write_bytes(b"real patient")
+    (download / ph.EXPRESSION_FILE).write_text("real table")
+    before = {p: p.read_bytes() for p in download.rglob("*") if p.is_file()}
+    with pytest.raises(OutputError, match="refusing to write a phantom.*not empty"):
+        ph.write_phantom(download, patients=4, matrix=64, progress=False)
+    assert cli.main(["phantom", "--out", str(download), "--patients", "4"]) == 1
+    assert "holds no radiolib_phantom.json" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in download.rglob("*") if p.is_file()} == before
+    (tmp_path / "notes.txt").write_text("a file")
+    assert cli.main(["phantom", "--out", str(tmp_path / "notes.txt"), "--patients", "4"]) == 1
+    assert "is a file; expected a folder" in capsys.readouterr().err
 
 
 def _standardised_complete(expr: pd.DataFrame) -> tuple[np.ndarray, pd.Index]:

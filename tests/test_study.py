@@ -65,7 +65,11 @@ def test_order_follows_the_table_of_contents(project):
 
 def test_failing_notebook_is_named_and_last_good_book_survives(project, monkeypatch, capsys):
     _toc(project, "01_ok")
+    # staging folders of a run that was killed (no such process) are cleaned up
+    for leftover in ("_executed.staging-99999999", "_build.staging-99999999"):
+        (project / "book" / leftover / "html").mkdir(parents=True)
     record = run_study(profile="smoke", root=project, build=True, progress=False)
+    assert not list((project / "book").glob("*.staging-*"))
     assert set(record.notebook_seconds) == {"01_ok"}
     index = project / "book" / "_build" / "html" / "index.html"
     executed = project / "book" / "_executed"
@@ -78,6 +82,8 @@ def test_failing_notebook_is_named_and_last_good_book_survives(project, monkeypa
     assert run["profile"] == "smoke" and "train.steps" in run["parameters"]
     assert run["book_seconds"] is not None and run["packages"]["torch"] != "not installed"
 
+    # a run killed between the two renames of book/_executed: the next run puts it back
+    executed.rename(executed.with_name("_executed.old"))
     _toc(project, "01_ok", "02_fail")
     with pytest.raises(StudyError) as info:
         run_study(profile="smoke", root=project, build=True, progress=False)
@@ -95,6 +101,7 @@ def test_failing_notebook_is_named_and_last_good_book_survives(project, monkeypa
 
     for path, content in saved.items():
         assert path.read_bytes() == content, f"{path} was changed by a failing run"
+    assert not list((project / "book").glob("*.staging-*"))  # nor does a failing one leave any
 
 
 def test_bad_parameters_fail_before_anything_runs(project):

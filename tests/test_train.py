@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,14 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import radiolib
 from radiolib.errors import CohortError, StaleRunError, TrainingError
 from radiolib.train import (
+    PREVIOUS_CHECKPOINT,
     GlobalBatchSampler,
     TrainResult,
     _Dist,
     _Loop,
+    inspect_runs,
     load_generator,
     train,
 )
@@ -241,6 +245,83 @@ def test_non_finite_losses_name_step_and_term(cohort, tmp_path, monkeypatch):
     bad.tumour_images[:] = np.inf
     with pytest.raises(TrainingError, match=r"step 1: discriminator term d_\w+ is (nan|inf)"):
         train(tiny_gan(), bad, tiny_profile(), tmp_path / "d", seed=0, device="cpu", progress=False)
+
+
+def test_non_finite_buffers_stop_the_run_and_it_reads_as_unfinished(cohort, tmp_path):
+    """Diverging batch-norm statistics with finite losses (what a huge lr does) are caught."""
+    gan = tiny_gan()
+    name = next(
+        n
+        for n, m in gan.discriminator.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    )
+    original, calls = gan.discriminator_losses, {"n": 0}
+
+    def overflowing(batch, fake):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            gan.discriminator.get_submodule(name).running_var.fill_(float("inf"))
+        return original(batch, fake)
+
+    gan.discriminator_losses = overflowing
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError) as err:
+        train(gan, cohort, tiny_profile(), out, seed=0, device="cpu", progress=False)
+    assert str(err.value).startswith(
+        f"step 3: discriminator buffer {name}.running_var holds non-finite values (inf)"
+    )
+    kept = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert kept["step"] == 2
+    assert all(torch.isfinite(t).all() for t in kept["discriminator"].values())
+    assert not (out / "done.json").exists()
+    # evaluation sees a run interrupted at step 2 of 6
+    runs = inspect_runs([out], cohort)
+    assert runs.to_dict("records") == [
+        {"run": str(out), "model": "proposed", "seed": 0, "step": 2, "steps": 6, "finished": False}
+    ]
+
+
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_one(cohort, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(tiny_gan(), cohort, tiny_profile(**{"train.steps": 4}), out, 0, "cpu", progress=False)
+    assert torch.load(out / PREVIOUS_CHECKPOINT, weights_only=True)["step"] == 2
+    data = (out / "checkpoint.pt").read_bytes()
+    (out / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    resumed, reference = tiny_gan(), tiny_gan()
+    train(resumed, cohort, tiny_profile(), out, seed=0, device="cpu", progress=False)
+    err = capsys.readouterr().err
+    assert "checkpoint.pt: unreadable checkpoint" in err
+    assert "resuming from the previous checkpoint checkpoint.prev.pt (step 2)" in err
+    assert "--no-resume" in err
+    train(reference, cohort, tiny_profile(), tmp_path / "ref", 0, "cpu", progress=False)
+    assert _same(_weights(resumed), _weights(reference))  # as if never interrupted
+    assert torch.load(out / PREVIOUS_CHECKPOINT, weights_only=True)["step"] == 4
+    for name in ("checkpoint.pt", PREVIOUS_CHECKPOINT):
+        (out / name).write_bytes(b"PK junk")
+    with pytest.raises(TrainingError, match="cannot resume the run .*--no-resume"):
+        train(tiny_gan(), cohort, tiny_profile(**{"train.steps": 8}), out, 0, "cpu", progress=False)
+
+
+def test_runs_of_another_cohort_or_twins_are_named(cohort, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_gan(), cohort, tiny_profile(**{"train.steps": 2}), out, 0, "cpu", progress=False)
+    assert inspect_runs([out], cohort)["finished"].tolist() == [True]
+    with pytest.raises(
+        StaleRunError, match=r"run .*run \(proposed, seed 0\) was trained on another"
+    ):
+        inspect_runs([out], tiny_cohort(seed=1))  # same sizes, other data
+    twin = tmp_path / "twin"
+    shutil.copytree(out, twin)
+    with pytest.raises(TrainingError, match=f"runs {out} and {twin} are both proposed with seed 0"):
+        inspect_runs([out, twin], cohort)
+    # a checkpoint that does not record its cohort is compared by its sizes
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    del ckpt["cohort"]
+    torch.save(ckpt, out / "checkpoint.pt")
+    fewer_genes = tiny_cohort()
+    fewer_genes.genes = fewer_genes.genes[:, :30]
+    with pytest.raises(StaleRunError, match="another cohort \\(n_genes 40, image_size 16\\)"):
+        inspect_runs([out], fewer_genes)
 
 
 def test_sigkill_leaves_a_loadable_checkpoint_and_resume_completes(cohort, tmp_path):

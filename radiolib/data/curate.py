@@ -46,7 +46,16 @@ from tqdm.auto import tqdm
 
 from radiolib.config import CurationConfig
 from radiolib.errors import CohortError
-from radiolib.io import read_json, sha256_file, write_json
+from radiolib.io import (
+    check_folder_path,
+    fsync_dir,
+    fsync_tree,
+    leftovers,
+    read_json,
+    remove_leftovers,
+    sha256_file,
+    write_json,
+)
 
 #: Bumped whenever the curated folder's content changes meaning; part of the reuse check.
 CURATION_FORMAT = 1
@@ -910,20 +919,27 @@ def _reusable(out: Path, params: dict, hashes: dict) -> CuratedCohort | None:
         return None
 
 
-def _remove_stale_tmp(out: Path) -> None:
-    for p in out.parent.glob(f".{out.name}.tmp-*"):
-        pid = p.name.rsplit("-", 1)[-1]
-        alive = False
-        if pid.isdigit() and int(pid) != os.getpid():
-            try:
-                os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
-                alive = True
-            except ProcessLookupError:
-                alive = False
-            except PermissionError:
-                alive = True
-        if not alive:
-            shutil.rmtree(p, ignore_errors=True)
+def _restore_interrupted(out: Path) -> None:
+    """A run killed between its two renames left the previous result as ``.old-PID`` and no
+    ``out``: put the newest such result back."""
+    for old in reversed(leftovers(out.parent, f".{out.name}.old-")):
+        if not out.exists() and (old / "manifest.json").is_file():
+            os.replace(old, out)
+
+
+def _check_source(out: Path, root: Path, replace: bool) -> None:
+    """Refuse to replace a curated cohort made from another raw folder unless ``replace``."""
+    if replace or not (out / "manifest.json").is_file():
+        return
+    try:
+        made_from = read_json(out / "manifest.json").get("root")
+    except (OSError, ValueError, AttributeError):
+        return  # a broken result is rebuilt (load_curated names what is wrong)
+    if made_from and Path(made_from).resolve() != root.resolve():
+        raise CohortError(
+            f"{out} holds a cohort curated from {made_from}, not from {root}; refusing to "
+            "replace it (pass --replace, or replace=True, to do so, or choose another --out)"
+        )
 
 
 def curate_cohort(
@@ -931,6 +947,7 @@ def curate_cohort(
     out: str | os.PathLike,
     cfg: CurationConfig,
     progress: bool = True,
+    replace: bool = False,
 ) -> CuratedCohort:
     """Curate the raw cohort at ``root`` into the folder ``out`` and return it.
 
@@ -938,17 +955,23 @@ def curate_cohort(
     (:func:`input_hashes`) is returned as is. Otherwise every patient of
     ``nsclc.open_cohort(root)`` is curated (:func:`curate_scan`); a patient whose scan cannot be
     loaded or has no usable tumour is skipped and listed in ``manifest['skipped']`` (patient,
-    file, reason). The new folder is built next to ``out`` and renamed into place only once
-    complete, so a run that dies leaves any previous result intact.
+    file, reason), whatever went wrong with its files. The new folder is built next to ``out``
+    and renamed into place only once complete, so a run that dies leaves any previous result
+    intact. A result in ``out`` curated from another raw folder is replaced only with
+    ``replace``; a folder that is no curated cohort never is.
     """
     if hasattr(cfg, "curation"):  # a whole Profile
         cfg = cfg.curation
     _validate_config(cfg)
-    root, out = Path(root), Path(out)
+    root, out = Path(root), check_folder_path(out, "curated cohort folder")
+    _restore_interrupted(out)
     if out.exists() and not (out / "manifest.json").is_file() and any(out.iterdir()):
         raise CohortError(
             f"{out} exists and is not a curated cohort (no manifest.json); refusing to replace it"
         )
+    if not root.is_dir():
+        raise CohortError(f"cohort folder {root} does not exist")
+    _check_source(out, root, replace)
     params = dataclasses.asdict(cfg)
     hashes = input_hashes(root, exclude=[out])
     reused = _reusable(out, params, hashes)
@@ -970,7 +993,7 @@ def curate_cohort(
         try:
             scan = _load_scan(cohort, pid)
             results.append(curate_scan(scan.ct, scan.mask, cfg, cfg.seed, pid))
-        except (CohortError, RuntimeError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one patient's bad file must not stop the rest
             skipped.append(
                 {
                     "patient": pid,
@@ -990,7 +1013,8 @@ def curate_cohort(
     )
     cohort_obj = _assemble(out, results, split, genes, gene_names)
     dropped = getattr(cohort, "dropped", pd.DataFrame())
-    n_found = len(set(cohort.patients) | set(dropped.get("patient_id", pd.Series(dtype=str))))
+    dropped_ids = set(dropped.get("patient_id", pd.Series(dtype=str))) - {""}  # "": no patient
+    n_found = len(set(cohort.patients) | dropped_ids)
     counts: dict[str, Any] = {
         "subjects_found": n_found,
         "subjects_with_expression": int(
@@ -999,6 +1023,7 @@ def curate_cohort(
         "expression_samples": int(cohort.expression.shape[1]),
         "subjects_curated": len(patients),
         "subjects_skipped": len(skipped),
+        "subjects_dropped": len(dropped_ids - set(cohort.patients)),
         "genes_in": expr_report["genes_in"],
         "genes_kept": expr_report["genes_kept"],
         "genes_with_missing": expr_report["genes_with_missing"],
@@ -1017,13 +1042,15 @@ def curate_cohort(
         "format": CURATION_FORMAT,
         "code_sha256": _code_hash(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "root": str(root),
+        "root": str(root.resolve()),
         "parameters": _json_normal(params),
         "input_hashes": _json_normal(hashes),
         "expression": expr_report,
         "counts": counts,
         "skipped": skipped,
         "dropped_by_loader": _json_normal(dropped.to_dict("records")) if len(dropped) else [],
+        "loader_notes": _records(getattr(cohort, "notes", None)),
+        "skipped_inputs": _records(getattr(cohort, "skipped_inputs", None)),
         "background_skipped": [
             {"patient": r.patient_id, "reason": r.background_skip}
             for r in results
@@ -1040,6 +1067,42 @@ def curate_cohort(
     }
     _write_atomically(out, cohort_obj, _patients_table(results, split))
     return load_curated(out)  # the same object a re-run returns
+
+
+def _records(frame: pd.DataFrame | None) -> list[dict]:
+    return _json_normal(frame.to_dict("records")) if frame is not None and len(frame) else []
+
+
+def curation_report(cohort: CuratedCohort) -> list[str]:
+    """What a curation did, as console lines: the counts, then every patient left out and why
+    (with the file), optional inputs skipped, unreadable files that name no patient, notes."""
+    m = cohort.manifest
+
+    def line(text: Any) -> str:
+        return " ".join(str(text).split())  # a reason may hold a parser's line breaks
+
+    counts = {k: v for k, v in m.get("counts", {}).items() if not isinstance(v, dict)}
+    lines = [
+        f"curated cohort at {cohort.path}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+    ]
+    left_out = [(d["patient_id"], d["reason"], d["file"]) for d in m.get("dropped_by_loader", [])]
+    left_out += [(s["patient"], s["reason"], s["file"]) for s in m.get("skipped", [])]
+    by_patient = sorted(x for x in left_out if x[0])
+    if by_patient:
+        lines.append(f"{len(by_patient)} patient(s) left out:")
+        lines += [f"  {p}: {line(r)} ({f})" for p, r, f in by_patient]
+    ignored = [(f, r) for p, r, f in left_out if not p]
+    ignored += [(s["file"], s["reason"]) for s in m.get("skipped_inputs", [])]
+    lines += [f"ignored file {f}: {line(r)}" for f, r in ignored]
+    lines += [
+        f"note, patient {n['patient_id']}: {line(n['note'])} ({n['file']})"
+        for n in m.get("loader_notes", [])
+    ]
+    lines += [
+        f"note, patient {s['patient']}: no background slices ({line(s['reason'])})"
+        for s in m.get("background_skipped", [])
+    ]
+    return lines
 
 
 def _assemble(
@@ -1143,11 +1206,13 @@ def _write_folder(folder: Path, c: CuratedCohort, patients_table: pd.DataFrame) 
     c.slices.to_csv(folder / "slices.csv", index=False)
     patients_table.to_csv(folder / "patients.csv", index=False)
     write_json(folder / "manifest.json", c.manifest)  # last: marks the folder complete
+    fsync_tree(folder)
 
 
 def _write_atomically(out: Path, c: CuratedCohort, patients_table: pd.DataFrame) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp(out)
+    for kind in ("tmp", "old"):  # left by runs that were killed
+        remove_leftovers(out.parent, f".{out.name}.{kind}-")
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -1157,6 +1222,7 @@ def _write_atomically(out: Path, c: CuratedCohort, patients_table: pd.DataFrame)
         if out.exists():
             os.replace(out, old)
         os.replace(tmp, out)
+        fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not out.exists():

@@ -52,6 +52,8 @@ class Cohort:
     ``expression`` is the whole raw table as read (all samples); select ``expression[patients]``.
     ``dropped`` has one row per patient (or unreadable file) left out: patient_id, reason, file.
     ``notes`` records harmless findings of kept patients (e.g. an ignored corrupt PET file).
+    ``skipped_inputs`` lists optional files (clinical table, AIM annotations) that could not be
+    read and were left out: file, reason.
     """
 
     root: Path
@@ -64,6 +66,9 @@ class Cohort:
     files: dict[str, Path] = field(default_factory=dict)
     notes: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=["patient_id", "note", "file"])
+    )
+    skipped_inputs: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["file", "reason"])
     )
 
 
@@ -167,6 +172,11 @@ def scan_dicom(root: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
                 with open(path, "rb") as fh:
                     ds = pydicom.dcmread(fh, stop_before_pixels=True)
                     pixel_pos = fh.tell()
+            except OSError as exc:
+                problems.append(
+                    {"patient_id": "", "reason": f"unreadable file ({exc})", "file": path}
+                )
+                continue
             except InvalidDicomError:
                 if name.lower().endswith(".dcm"):
                     problems.append(
@@ -502,7 +512,20 @@ def decode_seg(
             f"{', '.join(sorted(ct_series))})"
         )
     ref = slices[0]
-    rows, cols = int(ds.Rows), int(ds.Columns)
+    absent = [k for k in ("Rows", "Columns", "PixelData") if k not in ds]
+    if absent:
+        raise CohortError(
+            f"patient {patient_id}: SEG file {seg_file} has no {', '.join(absent)} element; "
+            "expected the frame size and the segmentation pixels"
+        )
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise CohortError(
+            f"patient {patient_id}: SEG file {seg_file} has unreadable Rows, Columns or "
+            f"NumberOfFrames ({exc}); expected whole numbers"
+        ) from exc
     if (rows, cols) != (ref.rows, ref.columns):
         raise CohortError(
             f"patient {patient_id}: SEG {seg_file} frames are {rows}x{cols}, CT slices "
@@ -526,8 +549,13 @@ def decode_seg(
         raise CohortError(
             f"patient {patient_id}: cannot decode SEG pixels of {seg_file}: {exc}"
         ) from exc
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    pixels = np.asarray(pixels).reshape(n_frames, rows, cols)
+    pixels = np.asarray(pixels)
+    if pixels.size != n_frames * rows * cols:
+        raise CohortError(
+            f"patient {patient_id}: SEG file {seg_file} holds {pixels.size} pixels; expected "
+            f"NumberOfFrames x Rows x Columns = {n_frames} x {rows} x {cols}"
+        )
+    pixels = pixels.reshape(n_frames, rows, cols)
     if seg_type == "FRACTIONAL":
         frames = pixels.astype(np.float32) > 0.5 * float(ds.get("MaximumFractionalValue", 255))
     elif seg_type == "LABELMAP":
@@ -723,8 +751,10 @@ def read_clinical(path: str | os.PathLike) -> pd.DataFrame:
         raise CohortError(f"clinical table {path} does not exist")
     try:
         df = pd.read_csv(path, dtype=str)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise CohortError(f"clinical table {path}: cannot parse: {exc}") from exc
+    except (OSError, ValueError) as exc:  # ParserError, EmptyDataError, UnicodeDecodeError
+        raise CohortError(
+            f"clinical table {path}: cannot parse ({exc}); expected a comma-separated text table"
+        ) from exc
     df.columns = [str(c).strip() for c in df.columns]
     first = df.columns[0] if len(df.columns) else ""
     if first not in ("Case ID", "Patient ID"):
@@ -817,7 +847,7 @@ def read_aim(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     try:
         root = ET.parse(path).getroot()
-    except (ET.ParseError, OSError) as exc:
+    except (ET.ParseError, OSError, UnicodeError) as exc:
         raise CohortError(f"AIM file {path}: not readable XML: {exc}") from exc
     if root.tag != f"{_AIM_NS}ImageAnnotationCollection":
         raise CohortError(
@@ -860,15 +890,19 @@ def _is_aim(path: Path) -> bool:
     try:
         for _, elem in ET.iterparse(path, events=("start",)):
             return elem.tag == f"{_AIM_NS}ImageAnnotationCollection"
-    except ET.ParseError:
+    except (ET.ParseError, OSError, UnicodeError):
         return True  # let read_aim report the broken file
     return False
 
 
-def read_aim_folder(folder: str | os.PathLike | Iterable[Path]) -> pd.DataFrame:
+def read_aim_folder(
+    folder: str | os.PathLike | Iterable[Path], problems: list[dict] | None = None
+) -> pd.DataFrame:
     """One row per patient (index ``patient_id``, sorted) from every AIM XML file in ``folder``.
 
     Non-AIM XML files are skipped; a second file of the same patient is ignored with a warning.
+    An unreadable file raises :class:`CohortError`, or, given a ``problems`` list, is skipped
+    and recorded there as ``{"file", "reason"}``.
     """
     paths = (
         sorted(Path(folder).glob("*.xml"))
@@ -879,7 +913,13 @@ def read_aim_folder(folder: str | os.PathLike | Iterable[Path]) -> pd.DataFrame:
     for p in paths:
         if not _is_aim(p):
             continue
-        row = read_aim(p)
+        try:
+            row = read_aim(p)
+        except CohortError as exc:
+            if problems is None:
+                raise
+            problems.append({"file": p, "reason": f"AIM annotation skipped: {exc}"})
+            continue
         if row["patient_id"] in rows:
             warnings.warn(
                 f"AIM file {p}: patient {row['patient_id']} already read from "
@@ -947,12 +987,17 @@ def open_cohort(root: str | os.PathLike) -> Cohort:
     expression values.
 
     Every other patient id seen (DICOM, expression columns, clinical rows) is listed in
-    ``dropped`` with the reason and the file concerned. Raises CohortError if ROOT does not exist,
-    has no expression table, has no DICOM file, or no patient qualifies.
+    ``dropped`` with the reason and the file concerned; an unreadable clinical table or AIM file
+    is left out and listed in ``skipped_inputs``. Raises CohortError if ROOT does not exist,
+    holds an incomplete phantom, has no expression table, has no DICOM file, or no patient
+    qualifies.
     """
+    from radiolib.data.phantom import check_phantom_complete
+
     root = Path(root)
     if not root.is_dir():
         raise CohortError(f"cohort folder {root} does not exist")
+    check_phantom_complete(root)
     expr_paths = _find(root, EXPRESSION_NAMES)
     if not expr_paths:
         raise CohortError(
@@ -960,14 +1005,20 @@ def open_cohort(root: str | os.PathLike) -> Cohort:
         )
     expr_path = expr_paths[0]
     expression = read_expression(expr_path)
+    # the clinical table and the AIM files are optional: one that cannot be read is skipped
+    skipped_inputs: list[dict] = []
     clin_paths = _find(root, [CLINICAL_GLOB])
-    clinical = (
-        read_clinical(clin_paths[0])
-        if clin_paths
-        else pd.DataFrame(index=pd.Index([], name="patient_id"))
-    )
+    clinical = pd.DataFrame(index=pd.Index([], name="patient_id"))
+    if clin_paths:
+        try:
+            clinical = read_clinical(clin_paths[0])
+        except CohortError as exc:
+            skipped_inputs.append(
+                {"file": clin_paths[0], "reason": f"clinical table skipped: {exc}"}
+            )
+            clin_paths = []
     aim_paths = [p for p in sorted(root.rglob("*.xml")) if _is_aim(p)]
-    semantic = read_aim_folder(aim_paths)
+    semantic = read_aim_folder(aim_paths, problems=skipped_inputs)
 
     files, problems = scan_dicom(root)
     if files.empty:
@@ -1017,7 +1068,11 @@ def open_cohort(root: str | os.PathLike) -> Cohort:
             if bad is not None:
                 drop(f"corrupt file: {bad.reason.iloc[0]}", bad.file.iloc[0])
             else:
-                drop("no CT series", _folder_of(list(pf.path)))
+                found = ", ".join(sorted(set(pf.modality)))
+                drop(
+                    f"no CT series (DICOM files of modality {found} only)",
+                    _folder_of(list(pf.path)),
+                )
             continue
         if segs.empty:
             if bad is not None:
@@ -1120,6 +1175,7 @@ def open_cohort(root: str | os.PathLike) -> Cohort:
         dropped=dropped_df,
         files={"expression": expr_path, **({"clinical": clin_paths[0]} if clin_paths else {})},
         notes=pd.DataFrame(notes, columns=["patient_id", "note", "file"]),
+        skipped_inputs=pd.DataFrame(skipped_inputs, columns=["file", "reason"]),
     )
 
 

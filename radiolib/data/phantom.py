@@ -15,17 +15,23 @@ Layout of ``ROOT`` (like an IDC download, see the loaders in :mod:`radiolib.data
     GSE103584_R01_NSCLC_RNAseq.txt
     NSCLCR01Radiogenomic_DATA_LABELS_phantom.csv
     ground_truth/truth.json
+    radiolib_phantom.json
+
+``radiolib_phantom.json`` marks the folder as a phantom: written first with ``"complete":
+false`` and rewritten with ``"complete": true`` after everything else, so a phantom killed
+midway is recognisable (:func:`phantom_status`), and :func:`write_phantom` never writes into a
+folder that is neither empty nor a phantom (a real download has the same layout).
 
 The same seed gives byte-identical CT pixel data, expression text and UIDs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import re
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -37,7 +43,8 @@ import pandas as pd
 from scipy import ndimage
 from scipy.special import expit, ndtr
 
-from radiolib.io import atomic_write, read_json, write_json
+from radiolib.errors import CohortError, OutputError
+from radiolib.io import atomic_write, check_folder_path, make_temp_dir, read_json, write_json
 
 TRAITS: tuple[str, ...] = (
     "diameter_mm",
@@ -53,6 +60,7 @@ EXPRESSION_FILE = "GSE103584_R01_NSCLC_RNAseq.txt"
 CLINICAL_FILE = "NSCLCR01Radiogenomic_DATA_LABELS_phantom.csv"
 TRUTH_FILE = Path("ground_truth") / "truth.json"
 PLEURA_BAND_MM = 2.0  # tumour centres lie at most this beyond the closest fit (_place_tumour)
+MARKER_FILE = "radiolib_phantom.json"
 COLLECTION = "nsclc_radiogenomics"
 _UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root for generated UIDs
 _VERSION = "radiolib-phantom-1"
@@ -1059,7 +1067,7 @@ def _write_patient(
     uids = {name: _uid(seed, pid, name) for name in ("study", "ct", "seg", "frame")}
     coll = root / COLLECTION
     coll.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{pid}.", suffix=".tmp", dir=coll))
+    tmp = make_temp_dir(coll, prefix=f".{pid}.")
     try:
         study = tmp / uids["study"]
         ct_dir = study / f"CT_{uids['ct']}"
@@ -1308,6 +1316,7 @@ def _write_truth(path: Path, truth: PhantomTruth) -> None:
 
 def load_truth(root: str | os.PathLike) -> PhantomTruth:
     """Read ``ROOT/ground_truth/truth.json`` written by :func:`write_phantom`."""
+    check_phantom_complete(root)
     path = Path(root) / TRUTH_FILE
     if not path.is_file():
         raise FileNotFoundError(
@@ -1325,6 +1334,54 @@ def load_truth(root: str | os.PathLike) -> PhantomTruth:
 # ------------------------------------------------------------------------------ the cohort ----
 
 
+def phantom_status(root: str | os.PathLike) -> dict | None:
+    """What ``ROOT``'s phantom marker says (``complete``, ``params``), or None without one.
+
+    A phantom written before the marker existed counts as complete when its truth file (written
+    last then) names the phantom's version. An unreadable marker reads as incomplete.
+    """
+    root = Path(root)
+    marker = root / MARKER_FILE
+    if marker.is_file():
+        try:
+            status = read_json(marker)
+        except (OSError, ValueError):
+            return {"complete": False, "params": {}}
+        return status if isinstance(status, dict) else {"complete": False, "params": {}}
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+        params = read_json(root / TRUTH_FILE)["params"]
+        if str(params.get("version", "")).startswith("radiolib-phantom"):
+            return {"complete": True, "params": params}
+    return None
+
+
+def check_phantom_complete(root: str | os.PathLike) -> None:
+    """:class:`CohortError` when ``ROOT`` holds a phantom whose writing was interrupted."""
+    status = phantom_status(root)
+    if status is not None and not status.get("complete"):
+        raise CohortError(
+            f"{Path(root)} holds an incomplete phantom ({MARKER_FILE} says its writing was "
+            "interrupted); write it again with radiolib phantom --out on the same folder"
+        )
+
+
+def _claim(root: Path) -> None:
+    """Refuse to write into a folder that is neither empty nor a phantom (a real download)."""
+    check_folder_path(root, "phantom folder")
+    if not root.is_dir() or phantom_status(root) is not None:
+        return
+    entries = sorted(p.name for p in root.iterdir())
+    if entries:
+        shown = ", ".join(entries[:4]) + (
+            f" ... ({len(entries)} entries)" if len(entries) > 4 else ""
+        )
+        raise OutputError(
+            f"refusing to write a phantom into {root}: it is not empty ({shown}) and holds no "
+            f"{MARKER_FILE}, so it is not a phantom written by radiolib (a real download has "
+            "the same layout); choose an empty or new folder"
+        )
+
+
 def write_phantom(
     out: str | os.PathLike,
     patients: int = 48,
@@ -1336,16 +1393,26 @@ def write_phantom(
 ) -> PhantomSummary:
     """Write the synthetic cohort to ``out`` (layout in the module docstring).
 
-    Patient folders are written to a temporary folder and renamed; tables with
-    :func:`radiolib.io.atomic_write`. Patient folders of an earlier phantom in ``out`` that are
-    not part of this one are removed so loaders see one cohort.
+    ``out`` must be empty, new or a phantom (see the module docstring): anything else raises
+    :class:`~radiolib.errors.OutputError` before a file is touched. Patient folders are written
+    to a temporary folder and renamed; tables with :func:`radiolib.io.atomic_write`. Patient
+    folders of an earlier phantom in ``out`` that are not part of this one are removed so
+    loaders see one cohort. The marker is rewritten as complete last, after a sync.
     """
     from tqdm.auto import tqdm
 
     _check(patients, subtypes, signal, matrix)
     t0 = time.perf_counter()
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
+    _claim(root)
+    params = {
+        "patients": int(patients),
+        "seed": int(seed),
+        "subtypes": int(subtypes),
+        "signal": float(signal),
+        "matrix": int(matrix),
+    }
+    write_json(root / MARKER_FILE, {"complete": False, "version": _VERSION, "params": params})
     truth, expr = simulate_biology(patients, seed, subtypes, signal)
     pat = truth.patients
     _write_expression(root / EXPRESSION_FILE, expr)
@@ -1389,7 +1456,12 @@ def write_phantom(
     with atomic_write(root / CLINICAL_FILE, "w") as fh:
         clinical.to_csv(fh, index=False, lineterminator="\n")
     _write_truth(root / TRUTH_FILE, truth)
-    files += 3
+    if hasattr(os, "sync"):
+        # one sync (not an fsync per DICOM file): the marker never reaches the disk before
+        # the files it vouches for
+        os.sync()
+    write_json(root / MARKER_FILE, {"complete": True, "version": _VERSION, "params": params})
+    files += 4
     return PhantomSummary(
         path=root,
         patients=patients,
