@@ -460,22 +460,16 @@ def radiomic_features(
 
 def benjamini_hochberg(p: Sequence[float] | np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg q-values (same shape as ``p``); NaN p-values stay NaN and are not
-    counted among the tests. q_(i) = min_{j >= i} p_(j) m / j, capped at 1."""
+    counted among the tests. q_(i) = min_{j >= i} p_(j) m / j, capped at 1
+    (``scipy.stats.false_discovery_control`` on the finite p-values)."""
     p = np.asarray(p, dtype=np.float64)
     q = np.full(p.shape, np.nan)
-    flat = p.ravel()
-    ok = np.flatnonzero(np.isfinite(flat))
-    if np.any((flat[ok] < 0) | (flat[ok] > 1)):
+    ok = np.isfinite(p)
+    if np.any((p[ok] < 0) | (p[ok] > 1)):
         raise ValueError("p-values must lie in [0, 1]")
-    m = len(ok)
-    if m == 0:
-        return q
-    order = ok[np.argsort(flat[ok], kind="stable")]
-    raw = flat[order] * m / np.arange(1, m + 1)
-    adj = np.minimum(np.minimum.accumulate(raw[::-1])[::-1], 1.0)
-    qf = q.ravel()
-    qf[order] = adj
-    return qf.reshape(p.shape)
+    if ok.any():
+        q[ok] = stats.false_discovery_control(p[ok], method="bh")
+    return q
 
 
 def spearman_map(
