@@ -27,7 +27,6 @@ compute what one process computes.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import hashlib
 import json
@@ -46,6 +45,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from radiolib.config import ModelConfig, Profile, resolve_device
 from radiolib.errors import StaleRunError, TrainingError
@@ -419,9 +419,15 @@ class _Loop:
         self.opt_d = torch.optim.Adam(self.d_params, lr=t.lr, betas=(t.beta1, t.beta2))
         # bf16 needs no loss scaling; the scaler slot exists for fp16 and stays disabled.
         self.scaler: torch.amp.GradScaler | None = None
-        self.ema: nn.Module | None = None
+        # The EMA generator starts from the initial weights (the first update copies them) and
+        # keeps the live generator's buffers (batch-norm statistics) as they are.
+        self.ema: AveragedModel | None = None
         if t.ema > 0:
-            self.ema = copy.deepcopy(gan.generator).eval().requires_grad_(False)
+            self.ema = AveragedModel(
+                gan.generator, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=False
+            )
+            self.ema.requires_grad_(False).eval()
+            self.ema.update_parameters(gan.generator)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.cuda:
@@ -510,24 +516,16 @@ class _Loop:
                 p.requires_grad_(True)
         _average_gradients(self.g_params, self.world)
         self.opt_g.step()
-        self._update_ema()
+        if self.ema is not None:
+            self.ema.update_parameters(gan.generator)
         return {**d_log, **g_log}
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        if self.ema is None:
-            return
-        beta = self.cfg.train.ema
-        for pe, p in zip(self.ema.parameters(), self.gan.generator.parameters(), strict=True):
-            pe.lerp_(p.detach(), 1.0 - beta)
-        for be, b in zip(self.ema.buffers(), self.gan.generator.buffers(), strict=True):
-            be.copy_(b)
 
     def state(self) -> dict[str, Any]:
         return {
             "generator": self.gan.generator.state_dict(),
             "discriminator": self.gan.discriminator.state_dict(),
-            "generator_ema": None if self.ema is None else self.ema.state_dict(),
+            # the generator's own keys, so load_generator reads it like the live weights
+            "generator_ema": None if self.ema is None else self.ema.module.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
@@ -539,7 +537,7 @@ class _Loop:
         if self.ema is not None:
             if ckpt.get("generator_ema") is None:
                 raise TrainingError("train.ema > 0 but the checkpoint holds no EMA weights")
-            self.ema.load_state_dict(ckpt["generator_ema"])
+            self.ema.module.load_state_dict(ckpt["generator_ema"])
         self.opt_g.load_state_dict(ckpt["opt_g"])
         self.opt_d.load_state_dict(ckpt["opt_d"])
         if ckpt.get("scaler") is not None:
@@ -644,7 +642,7 @@ def _write_samples(out: Path, loop: _Loop, batch: dict[str, Tensor], step: int) 
     live = gan.generator
     try:
         if loop.ema is not None:
-            gan.generator = loop.ema
+            gan.generator = loop.ema.module
         gan.eval()
         with loop.autocast():
             fake = gan.generate(batch)
