@@ -205,6 +205,28 @@ def test_decode_seg_frames_reordered_and_located_by_position(tmp_path):
     )
 
 
+def test_seg_frames_off_the_ct_grid_refused(tmp_path):
+    """Frames shifted in-plane, or placed by position between the CT slices, are named."""
+    src = SEG_DIR / "seg_image_ct_binary_overlap.dcm"
+    files = [ct2(n) for n in CT2]
+    ds = pydicom.dcmread(src)
+    for g in ds.PerFrameFunctionalGroupsSequence:
+        ipp = g.PlanePositionSequence[0].ImagePositionPatient
+        g.PlanePositionSequence[0].ImagePositionPatient = [ipp[0] + 1.5, ipp[1], ipp[2]]
+    ds.save_as(tmp_path / "shifted.dcm")
+    with pytest.raises(CohortError, match=r"R01-4: SEG .*shifted\.dcm frames are shifted by 3\.1"):
+        nsclc.decode_seg(tmp_path / "shifted.dcm", files, patient_id="R01-4")
+
+    ds = pydicom.dcmread(src)
+    for g in ds.PerFrameFunctionalGroupsSequence:
+        del g.DerivationImageSequence
+        ipp = g.PlanePositionSequence[0].ImagePositionPatient
+        g.PlanePositionSequence[0].ImagePositionPatient = [ipp[0], ipp[1], ipp[2] + 0.6]
+    ds.save_as(tmp_path / "between.dcm")
+    with pytest.raises(CohortError, match=r"between\.dcm has tumour on a frame that matches no"):
+        nsclc.decode_seg(tmp_path / "between.dcm", files, patient_id="R01-4")
+
+
 def test_decode_fractional_seg_thresholded(tmp_path):
     src = SEG_DIR / "seg_image_ct_binary_single_frame.dcm"
     ds = pydicom.dcmread(src)

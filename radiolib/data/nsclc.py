@@ -21,6 +21,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -447,33 +448,30 @@ def load_ct(files: Sequence[str | os.PathLike], patient_id: str = "?") -> sitk.I
 # SEG decoding
 
 
-def _frame_groups(ds: pydicom.Dataset, i: int) -> list[pydicom.Dataset]:
-    groups = []
-    if "PerFrameFunctionalGroupsSequence" in ds and i < len(ds.PerFrameFunctionalGroupsSequence):
-        groups.append(ds.PerFrameFunctionalGroupsSequence[i])
-    if "SharedFunctionalGroupsSequence" in ds and len(ds.SharedFunctionalGroupsSequence):
-        groups.append(ds.SharedFunctionalGroupsSequence[0])
-    return groups
+def _ct_positions_on(geometry: Any, slices: list[_SliceInfo]) -> np.ndarray:
+    """Where the first and the last pixel of each CT slice fall on a SEG's frame grid: (Z, 2, 3)
+    (slice, row, column) indices of ``geometry`` (a highdicom volume geometry)."""
+    ref = slices[0]
+    row_dir, col_dir = ref.orientation[:3], ref.orientation[3:]
+    # PixelSpacing is (between rows, between columns); a row runs along row_dir
+    last = (ref.columns - 1) * ref.spacing[1] * row_dir + (ref.rows - 1) * ref.spacing[0] * col_dir
+    first = np.stack([s.position for s in slices])
+    points = np.concatenate([first, first + last])
+    idx = geometry.map_reference_to_indices(points, round_output=False)
+    return np.stack([idx[: len(slices)], idx[len(slices) :]], axis=1)
 
 
-def _frame_attr(groups: list[pydicom.Dataset], seq: str, attr: str):
-    for g in groups:
-        if seq in g and len(g[seq].value) and attr in g[seq].value[0]:
-            return g[seq].value[0][attr].value
-    return None
-
-
-def _frame_sources(groups: list[pydicom.Dataset]) -> list[str]:
-    for g in groups:
-        uids = [
-            str(src.ReferencedSOPInstanceUID)
-            for der in g.get("DerivationImageSequence", [])
-            for src in der.get("SourceImageSequence", [])
-            if "ReferencedSOPInstanceUID" in src
-        ]
-        if uids:
-            return uids
-    return []
+def _frames_by_position(volume: Any, slices: list[_SliceInfo]) -> np.ndarray | None:
+    """A SEG volume (highdicom) resampled by nearest slice onto the CT slices: (Z, Y, X, S), or
+    None when a frame with tumour falls on no CT slice."""
+    index = _ct_positions_on(volume, slices)[:, 0, 0]
+    at = np.rint(index).astype(int)
+    # a CT slice between two frames (another slice spacing) takes neither
+    inside = (at >= 0) & (at < volume.spatial_shape[0]) & (np.abs(index - at) < 0.1)
+    out = np.zeros((len(slices), *volume.array.shape[1:]), volume.array.dtype)
+    out[inside] = volume.array[at[inside]]
+    unused = np.setdiff1d(np.arange(volume.spatial_shape[0]), at[inside])
+    return None if volume.array[unused].any() else out
 
 
 def decode_seg(
@@ -482,36 +480,32 @@ def decode_seg(
     segments: int | Sequence[int] | None = None,
     patient_id: str = "?",
 ) -> np.ndarray:
-    """Decode a DICOM SEG into a mask on the grid of the CT series ``ct_files``.
+    """Decode a DICOM SEG into a mask on the grid of the CT series ``ct_files`` (highdicom).
 
-    Each frame is placed at the CT slice of its ReferencedSOPInstanceUID (DerivationImageSequence /
-    SourceImageSequence) or, failing that, of its ImagePositionPatient. ``segments``: None for the
-    union of all segments, or segment number(s). FRACTIONAL SEGs are thresholded at 0.5; LABELMAP
-    pixel values are segment numbers. Slices without a frame stay 0.
+    Frames are placed at the CT slice of their ReferencedSOPInstanceUID
+    (``Segmentation.get_pixels_by_source_instance``) or, when they reference no source instance,
+    by their position (``Segmentation.get_volume`` mapped onto the CT slices). ``segments``:
+    None for the union of all segments, or segment number(s). FRACTIONAL SEGs are thresholded at
+    0.5; LABELMAP pixel values are segment numbers. Slices without a frame stay 0. Frames must
+    lie on the CT's in-plane grid (no shifted, cropped or flipped frames).
 
     Returns uint8 {0, 1} of shape (Z, Y, X), Z in the order of increasing position along the CT
     slice normal (the order :func:`load_ct` uses).
     """
+    import highdicom as hd
+
     seg_file = Path(seg_file)
     # the mask only needs each slice's position; load_ct checks the spacing
-    slices, z, spacing = _sorted_geometry(
+    slices, _, _ = _sorted_geometry(
         _read_slices([Path(f) for f in ct_files], patient_id), patient_id, regular=False
     )
+    folder = _folder_of([s.path for s in slices])
     try:
         ds = pydicom.dcmread(seg_file)
     except Exception as exc:  # noqa: BLE001
         raise CohortError(f"patient {patient_id}: cannot read SEG file {seg_file}: {exc}") from exc
     if str(ds.get("Modality", "")) != "SEG":
         raise CohortError(f"patient {patient_id}: {seg_file} is not a DICOM SEG")
-    ct_series = {slices[0].series_uid}
-    ref_series, _ = _walk_references(ds)
-    if ref_series and not (ref_series & ct_series):
-        raise CohortError(
-            f"patient {patient_id}: SEG file {seg_file} references series "
-            f"{', '.join(sorted(ref_series))}, which is absent (CT series given: "
-            f"{', '.join(sorted(ct_series))})"
-        )
-    ref = slices[0]
     absent = [k for k in ("Rows", "Columns", "PixelData") if k not in ds]
     if absent:
         raise CohortError(
@@ -521,88 +515,90 @@ def decode_seg(
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
         n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 1) or 1)
     except (TypeError, ValueError) as exc:
         raise CohortError(
             f"patient {patient_id}: SEG file {seg_file} has unreadable Rows, Columns or "
             f"NumberOfFrames ({exc}); expected whole numbers"
         ) from exc
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_compressed:
+        # BINARY frames are packed 1 bit per pixel; the element is padded to an even length
+        expected, size = (n_frames * rows * cols * bits + 7) // 8, len(ds.PixelData)
+        if not expected <= size <= expected + 1:
+            raise CohortError(
+                f"patient {patient_id}: SEG file {seg_file} holds {size} bytes of pixels; "
+                f"expected NumberOfFrames x Rows x Columns = {n_frames} x {rows} x {cols} at "
+                f"{bits} bit(s) ({expected} bytes)"
+            )
+    try:
+        seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
+    except Exception as exc:  # noqa: BLE001 - highdicom refuses malformed SEGs in many ways
+        raise CohortError(f"patient {patient_id}: cannot read SEG file {seg_file}: {exc}") from exc
+    ct_series = {slices[0].series_uid}
+    ref_series = {str(series) for _, series, _ in seg.get_source_image_uids()}
+    if ref_series and not (ref_series & ct_series):
+        raise CohortError(
+            f"patient {patient_id}: SEG file {seg_file} references series "
+            f"{', '.join(sorted(ref_series))}, which is absent (CT series given: "
+            f"{', '.join(sorted(ct_series))})"
+        )
+    ref = slices[0]
     if (rows, cols) != (ref.rows, ref.columns):
         raise CohortError(
             f"patient {patient_id}: SEG {seg_file} frames are {rows}x{cols}, CT slices "
             f"{ref.rows}x{ref.columns}"
         )
-    seg_type = str(ds.get("SegmentationType", "BINARY")).upper()
-    numbers = [int(s.SegmentNumber) for s in ds.get("SegmentSequence", [])]
+    numbers = list(seg.segment_numbers)
     if segments is None:
-        wanted = set(numbers)
+        wanted = numbers
     else:
-        wanted = {int(segments)} if isinstance(segments, (int, np.integer)) else set(segments)
-        unknown = wanted - set(numbers)
+        wanted = [int(segments)] if isinstance(segments, (int, np.integer)) else list(segments)
+        unknown = sorted(set(wanted) - set(numbers))
         if unknown:
             raise CohortError(
-                f"patient {patient_id}: SEG {seg_file} has segments {numbers}, "
-                f"not {sorted(unknown)}"
+                f"patient {patient_id}: SEG {seg_file} has segments {numbers}, not {unknown}"
             )
+    # Overlapping segments are allowed (their union is taken); FRACTIONAL values come in [0, 1].
+    options = {"segment_numbers": sorted(set(wanted)), "skip_overlap_checks": True}
+    sops = [s.sop_uid for s in slices]
+    geometry = seg.get_volume_geometry()  # None when the frames form no regular stack
     try:
-        pixels = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001
+        try:
+            # SpatialLocationsPreserved is optional and often absent: the grid is checked below
+            pixels = seg.get_pixels_by_source_instance(
+                sops, assert_missing_frames_are_empty=True, ignore_spatial_locations=True, **options
+            )
+        except RuntimeError:  # the frames name no source instance: place them by position
+            if geometry is None:
+                raise
+            pixels = _frames_by_position(seg.get_volume(**options), slices)
+            if pixels is None:
+                raise CohortError(
+                    f"patient {patient_id}: SEG {seg_file} has tumour on a frame that matches no "
+                    f"slice of the CT series in {folder}"
+                ) from None
+    except CohortError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - highdicom reports undecodable frames variously
         raise CohortError(
             f"patient {patient_id}: cannot decode SEG pixels of {seg_file}: {exc}"
         ) from exc
-    pixels = np.asarray(pixels)
-    if pixels.size != n_frames * rows * cols:
-        raise CohortError(
-            f"patient {patient_id}: SEG file {seg_file} holds {pixels.size} pixels; expected "
-            f"NumberOfFrames x Rows x Columns = {n_frames} x {rows} x {cols}"
-        )
-    pixels = pixels.reshape(n_frames, rows, cols)
-    if seg_type == "FRACTIONAL":
-        frames = pixels.astype(np.float32) > 0.5 * float(ds.get("MaximumFractionalValue", 255))
-    elif seg_type == "LABELMAP":
-        frames = np.isin(pixels, sorted(wanted))
-    else:
-        frames = pixels > 0
-
-    sop_index = {s.sop_uid: k for k, s in enumerate(slices)}
-    normal = np.cross(ref.orientation[:3], ref.orientation[3:])
-    row_dir, col_dir = ref.orientation[:3], ref.orientation[3:]
-    mask = np.zeros((len(slices), rows, cols), dtype=np.uint8)
-    for i in range(n_frames):
-        groups = _frame_groups(ds, i)
-        if seg_type != "LABELMAP":
-            number = _frame_attr(groups, "SegmentIdentificationSequence", "ReferencedSegmentNumber")
-            number = int(number) if number is not None else (numbers[0] if numbers else 1)
-            if number not in wanted:
-                continue
-        k = next((sop_index[u] for u in _frame_sources(groups) if u in sop_index), None)
-        ipp = _frame_attr(groups, "PlanePositionSequence", "ImagePositionPatient")
-        if ipp is not None:
-            ipp = np.asarray([float(v) for v in ipp])
-            if k is None:
-                dz = np.abs(z - float(np.dot(ipp, normal)))
-                j = int(np.argmin(dz))
-                if dz[j] <= 0.5 * spacing:
-                    k = j
-            if k is not None:
-                # frames must lie on the CT's in-plane grid (no shifted or cropped frames)
-                off = ipp - slices[k].position
-                shift = (
-                    abs(float(np.dot(off, row_dir))) / ref.spacing[1],
-                    abs(float(np.dot(off, col_dir))) / ref.spacing[0],
-                )
-                if max(shift) > 0.5:
-                    raise CohortError(
-                        f"patient {patient_id}: SEG {seg_file} frame {i + 1} is shifted by "
-                        f"{shift} pixels from CT slice {slices[k].path.name}"
-                    )
-        if k is None:
-            if frames[i].any():
-                raise CohortError(
-                    f"patient {patient_id}: SEG {seg_file} frame {i + 1} matches no slice of the "
-                    f"CT series in {_folder_of([s.path for s in slices])}"
-                )
-            continue
-        mask[k] |= frames[i].astype(np.uint8)
+    frames = np.asarray(pixels) > (0.5 if seg.segmentation_type.value == "FRACTIONAL" else 0)
+    mask = frames.any(axis=-1).astype(np.uint8)
+    if geometry is not None and mask.any():
+        # every CT slice with tumour must sit on the SEG's grid: its first pixel at frame pixel
+        # (0, 0) and its last at (rows - 1, cols - 1), whichever way it was placed
+        corners = _ct_positions_on(geometry, slices)[:, :, 1:]
+        expect = np.array([[0.0, 0.0], [rows - 1.0, cols - 1.0]])
+        off = np.abs(corners - expect).max(axis=(1, 2))
+        bad = np.flatnonzero(mask.any(axis=(1, 2)) & (off > 0.5))
+        if len(bad):
+            k = int(bad[0])
+            raise CohortError(
+                f"patient {patient_id}: SEG {seg_file} frames are shifted by {off[k]:.1f} "
+                f"pixels from CT slice {slices[k].path.name}"
+            )
     return mask
 
 
