@@ -33,6 +33,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -59,6 +60,7 @@ CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the checkpoint before the newest, kept to fall back
 CHECKPOINT_FORMAT = 1
 SAMPLE_COUNT = 8  # images in each sample grid
+TENSORBOARD = "tensorboard"  # event files for `tensorboard --logdir`, beside log.jsonl
 
 # Train settings that change neither the weights nor the data order: a run may resume with
 # different values of these (more steps, other logging), but not of anything else.
@@ -635,7 +637,12 @@ def _sample_batch(cohort: Any, cfg: Profile, seed: int) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def _write_samples(out: Path, loop: _Loop, batch: dict[str, Tensor], step: int) -> None:
+def _write_samples(
+    out: Path, loop: _Loop, batch: dict[str, Tensor], step: int, board: Any = None
+) -> None:
+    """Save the sample batch's synthesis at ``step`` (npz) and, with a ``board``
+    (``SummaryWriter``), add it as one image grid: a column per sample, rows background,
+    synthetic image, synthetic mask, real slice, real mask."""
     from radiolib.data.dataset import from_net
 
     gan = loop.gan
@@ -664,6 +671,19 @@ def _write_samples(out: Path, loop: _Loop, batch: dict[str, Tensor], step: int) 
             real_mask=arr(batch["mask"]),
             patient=batch["patient"].cpu().numpy(),
         )
+    if board is not None:
+        from torchvision.utils import make_grid
+
+        rows = [
+            from_net(batch["background"]),
+            from_net(fake.image),
+            fake.mask,
+            from_net(batch["tumour"]),
+            batch["mask"],
+        ]
+        tiles = torch.cat([r.detach().float().cpu().clamp(0, 1) for r in rows])
+        board.add_image("samples", make_grid(tiles, nrow=len(rows[0]), pad_value=1.0), step)
+        board.flush()
 
 
 def train(
@@ -678,7 +698,8 @@ def train(
 ) -> TrainResult:
     """Train ``gan`` on the cohort's train split for ``cfg.train.steps`` steps.
 
-    ``out`` receives ``checkpoint.pt``, ``log.jsonl``, ``samples/step_XXXXXX.npz`` and, at the
+    ``out`` receives ``checkpoint.pt``, ``log.jsonl``, ``samples/step_XXXXXX.npz``, TensorBoard
+    event files in ``tensorboard/`` (the logged scalars and the sample grids) and, at the
     end, ``done.json``. With ``resume`` a run continues from the checkpoint in ``out`` (or
     returns at once when ``done.json`` records the same finished run); without it ``out`` is
     trained from scratch. Under ``torchrun`` each process trains its share of every global
@@ -757,6 +778,7 @@ def _train(
             done_path.unlink(missing_ok=True)
             (out / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)
             (out / "log.jsonl").unlink(missing_ok=True)
+            shutil.rmtree(out / TENSORBOARD, ignore_errors=True)
             for old in (out / "samples").glob("step_*.npz"):
                 old.unlink()
         else:
@@ -812,6 +834,13 @@ def _train(
         losses: dict[str, float] = {}
         window_seconds, window_steps = 0.0, 0
         log_fh = open(out / "log.jsonl", "a") if world.main else None
+        board = None
+        if world.main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # a resumed run tells TensorBoard to drop what an earlier session logged past the
+            # checkpoint, as _trim_log does for log.jsonl
+            board = SummaryWriter(out / TENSORBOARD, purge_step=step + 1 if step else None)
         try:
             while step < t.steps:
                 epoch, start = divmod(step, per_epoch)
@@ -864,9 +893,10 @@ def _train(
                         }
                         log_fh.write(json.dumps(record) + "\n")
                         log_fh.flush()
+                        _board_scalars(board, record)
                         window_seconds, window_steps = 0.0, 0
                     if world.main and (step % t.sample_every == 0 or step == t.steps):
-                        _write_samples(out, loop, samples, step)
+                        _write_samples(out, loop, samples, step, board)
                     if world.main and checkpoint_now:
                         _save_checkpoint(
                             out,
@@ -884,6 +914,8 @@ def _train(
                 bar.close()
             if log_fh is not None:
                 log_fh.close()
+            if board is not None:
+                board.close()
 
         images_per_s = t.steps * t.batch_size / seconds if seconds > 0 else float("nan")
         if ckpt is not None and not losses:  # resumed at the last step: nothing left to run
@@ -909,6 +941,18 @@ def _train(
     finally:
         if cpu_deterministic:
             torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
+
+
+def _board_scalars(board: Any, record: dict[str, Any]) -> None:
+    """One log record as TensorBoard scalars: ``loss/<term>`` for every d_* and g_* term,
+    ``speed/images_per_s`` and ``epoch``."""
+    step = record["step"]
+    for k, v in record.items():
+        if k.startswith(("d_", "g_")):
+            board.add_scalar(f"loss/{k}", v, step)
+    board.add_scalar("speed/images_per_s", record["images_per_s"], step)
+    board.add_scalar("epoch", record["epoch"], step)
+    board.flush()
 
 
 def _last_logged(out: Path) -> dict[str, float]:

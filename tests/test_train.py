@@ -250,6 +250,46 @@ def test_ema_starts_from_the_initial_weights_and_resumes_bit_for_bit(cohort, tmp
         assert torch.equal(v, full["generator_ema"][k]), k
 
 
+def _board(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def test_tensorboard_scalars_and_sample_grids_survive_a_resume(cohort, tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    out = tmp_path / "run"
+    half = tiny_profile(**{"train.steps": 4})
+    train(tiny_gan(), cohort, half, out, seed=0, device="cpu", progress=False)
+    # a session killed after logging step 5 but before its checkpoint: its value must go
+    with SummaryWriter(out / "tensorboard") as stale:
+        stale.add_scalar("loss/g_total", 999.0, 5)
+    train(tiny_gan(), cohort, tiny_profile(), out, seed=0, device="cpu", progress=False)
+
+    acc = _board(out)
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    tags = acc.Tags()["scalars"]
+    assert {"loss/d_total", "loss/g_total", "speed/images_per_s", "epoch"} <= set(tags)
+    assert {f"loss/{k}" for k in log[-1] if k.startswith(("d_", "g_"))} <= set(tags)
+    for tag, key in (("loss/g_total", "g_total"), ("loss/d_total", "d_total")):
+        events = acc.Scalars(tag)
+        assert [e.step for e in events] == [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+        for e, r in zip(events, log, strict=True):
+            assert e.value == pytest.approx(r[key], rel=1e-6), (tag, e.step)
+    grids = acc.Images("samples")
+    saved = sorted(int(p.stem.split("_")[1]) for p in (out / "samples").glob("step_*.npz"))
+    assert [g.step for g in grids] == saved == [3, 4, 6]  # 4: the end of the first session
+    # 5 rows (background, image, mask, real, real mask) x 8 samples of 16 px, 2 px padding
+    assert (grids[-1].height, grids[-1].width) == (5 * 18 + 2, 8 * 18 + 2)
+
+    train(tiny_gan(), cohort, tiny_profile(), out, seed=0, device="cpu", resume=False)
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1  # a fresh run
+    assert [e.step for e in _board(out).Scalars("loss/g_total")] == [1, 2, 3, 4, 5, 6]
+
+
 def test_non_finite_losses_name_step_and_term(cohort, tmp_path, monkeypatch):
     gan = tiny_gan()
     original = gan.generator_losses
