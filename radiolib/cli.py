@@ -1,5 +1,5 @@
 """The ``radiolib`` command: phantom | curate | train | evaluate | convergence | study | bench |
-fetch."""
+synthesize | fetch."""
 
 from __future__ import annotations
 
@@ -178,6 +178,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    from radiolib.synthesize import parse_position, synthesize
+
+    result = synthesize(
+        args.checkpoint,
+        args.genes,
+        args.background,
+        args.out,
+        position_mm=None if args.position is None else parse_position(args.position),
+        data=args.data,
+        seed=args.seed,
+        device=args.device,
+    )
+    print(
+        f"synthetic slice ({int(result.mask.sum())} tumour pixels) written to {result.out}: "
+        + ", ".join(str(p.relative_to(result.out)) for p in result.files.values())
+    )
+    return 0
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     from radiolib.data.fetch import describe, fetch
 
@@ -278,6 +298,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=5, help="timed training steps per model")
     _profile_args(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "synthesize",
+        help="paint a nodule from a gene vector into a CT slice; write NIfTI and DICOM CT + SEG",
+    )
+    p.add_argument("--checkpoint", required=True, help="run folder written by radiolib train")
+    p.add_argument(
+        "--genes",
+        required=True,
+        help="a patient id of the curated cohort, or a CSV of 'gene,value' (as genes.csv)",
+    )
+    p.add_argument(
+        "--background",
+        required=True,
+        help="index of a curated background slice, or a CT series folder (with --position)",
+    )
+    p.add_argument(
+        "--position", default=None, metavar="X,Y,Z", help="slice centre in mm (patient LPS)"
+    )
+    p.add_argument("--out", required=True, help="output folder (NIfTI, dicom/CT, dicom/SEG)")
+    p.add_argument("--data", default=None, help="curated cohort folder (default: the run's own)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generator's noise")
+    _device_arg(p)
+    p.set_defaults(func=cmd_synthesize)
 
     p = sub.add_parser(
         "fetch",

@@ -824,6 +824,11 @@ def _train(
                 "image_size": image_size,
                 "model": dataclasses.asdict(cfg.model),
             },
+            # where the genes and backgrounds came from, for radiolib.synthesize
+            "data": {
+                "cohort": str(getattr(cohort, "path", "")),
+                "gene_names": [str(g) for g in getattr(cohort, "gene_names", [])],
+            },
         }
 
         bar = None
