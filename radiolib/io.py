@@ -157,6 +157,27 @@ def check_folder_path(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def atomic_folder(out: str | os.PathLike, tmp: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder at ``tmp`` (next to ``out``, on the same file system); when the block
+    ends without error, swap it into the place of ``out``. On any error ``tmp`` is removed and
+    a previous ``out`` stays as it was, so ``out`` is always the old folder or the new one."""
+    out, tmp = Path(out), Path(tmp)
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    try:
+        yield tmp
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_write(path, "w") as fh:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import shutil
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -43,7 +42,7 @@ import SimpleITK as sitk
 import torch
 
 from radiolib.errors import RadiolibError
-from radiolib.io import write_json
+from radiolib.io import atomic_folder, write_json
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 HU_OFFSET = 1024  # stored CT value = HU + 1024 (RescaleIntercept -1024), as scanners write
@@ -623,20 +622,10 @@ def synthesize(
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    try:
+    with atomic_folder(out, tmp):
         files = _write_all(
             tmp, hu, mask, background_hu, bg, vector, run.cohort.gene_names, window_hu, record
         )
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():
-            os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
     return SynthesisResult(
         out=out,
         hu=hu,

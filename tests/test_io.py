@@ -1,4 +1,5 @@
-"""File helpers: the umask's modes, fsync of file and folder around the rename, leftovers."""
+"""File helpers: the umask's modes, fsync of file and folder around the rename, leftovers, a
+folder replaced whole or not at all."""
 
 import os
 import stat
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from radiolib.io import atomic_write, make_temp_dir, remove_leftovers
+from radiolib.io import atomic_folder, atomic_write, make_temp_dir, remove_leftovers
 
 
 def _mode(path: Path) -> int:
@@ -71,3 +72,28 @@ def test_only_leftovers_of_ended_processes_are_removed(tmp_path):
     removed = remove_leftovers(tmp_path, ".curated.tmp-")
     assert sorted(p.name for p in removed) == [".curated.tmp-99999998", ".curated.tmp-99999999"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+
+
+def test_atomic_folder_swaps_on_success_and_keeps_the_old_one_on_error(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.txt").write_text("old")
+
+    tmp = tmp_path / ".out.tmp"
+    with pytest.raises(RuntimeError, match="half way"):
+        with atomic_folder(out, tmp) as folder:
+            folder.mkdir()
+            (folder / "a.txt").write_text("new")
+            raise RuntimeError("half way")
+    assert (out / "a.txt").read_text() == "old" and not tmp.exists()
+
+    with atomic_folder(out, tmp) as folder:
+        folder.mkdir()
+        (folder / "b.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left
+
+    fresh = tmp_path / "fresh"
+    with atomic_folder(fresh, tmp_path / ".fresh.tmp") as folder:
+        folder.mkdir()
+    assert fresh.is_dir()

@@ -47,8 +47,8 @@ from tqdm.auto import tqdm
 from radiolib.config import CurationConfig
 from radiolib.errors import CohortError
 from radiolib.io import (
+    atomic_folder,
     check_folder_path,
-    fsync_dir,
     fsync_tree,
     leftovers,
     read_json,
@@ -1214,21 +1214,10 @@ def _write_atomically(out: Path, c: CuratedCohort, patients_table: pd.DataFrame)
     for kind in ("tmp", "old"):  # left by runs that were killed
         remove_leftovers(out.parent, f".{out.name}.{kind}-")
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_folder(out, tmp):
         _write_folder(tmp, c, patients_table)
         load_curated(tmp)  # never move an unreadable result into place
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():
-            os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_curated(out: str | os.PathLike) -> CuratedCohort:
