@@ -166,13 +166,15 @@ def load_run(
 
 
 def read_gene_file(path: str | os.PathLike, gene_names: list[str]) -> np.ndarray:
-    """A gene vector ``(G,)`` float32 in the order of ``gene_names`` from a CSV or TSV with
-    columns ``gene`` and ``value`` (values on the curated cohort's scale: log2(x + 1), z-scored
-    by the training patients). Every gene of the model must appear once, with a finite value,
-    and no other gene; otherwise :class:`SynthesisError` names the genes."""
+    """A gene vector ``(G,)`` float32 in the order of ``gene_names`` from a CSV (a TSV when named
+    ``.tsv`` or ``.txt``) with columns ``gene`` and ``value`` (values on the curated cohort's
+    scale: log2(x + 1), z-scored by the training patients). Every gene of the model must appear
+    once, with a finite value, and no other gene; otherwise :class:`SynthesisError` names the
+    genes."""
     path = Path(path)
     try:
-        table = pd.read_csv(path, sep=None, engine="python", dtype={"gene": str})
+        sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
+        table = pd.read_csv(path, sep=sep, dtype={"gene": str})
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise SynthesisError(f"gene file {path}: unreadable ({exc})") from None
     if list(table.columns[:2]) != ["gene", "value"] or table.shape[1] != 2:

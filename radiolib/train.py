@@ -826,7 +826,7 @@ def _train(
             },
             # where the genes and backgrounds came from, for radiolib.synthesize
             "data": {
-                "cohort": str(getattr(cohort, "path", "")),
+                "cohort": str(Path(getattr(cohort, "path", "")).resolve()),
                 "gene_names": [str(g) for g in getattr(cohort, "gene_names", [])],
             },
         }

@@ -16,6 +16,7 @@ import SimpleITK as sitk
 import torch
 
 from radiolib import cli
+from radiolib import synthesize as synth
 from radiolib.data import nsclc
 from radiolib.data.curate import window
 from radiolib.synthesize import load_run, paint, synthesize, to_hu
@@ -60,19 +61,31 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-def test_curated_background_as_nifti_and_dicom_read_back(study, tmp_path):
+def test_curated_background_as_nifti_and_dicom_read_back(study, tmp_path, monkeypatch):
     run = load_run(study / "run")
     cohort, params = run.cohort, run.curation
     k, donor = 3, cohort.patients[1]
-    res = synthesize(study / "run", donor, k, tmp_path / "out", seed=7)
     lo, hi = params["hu_window"]
 
     # values: the generator's output on this background and these genes, back in HU
+    plain = synthesize(study / "run", donor, k, tmp_path / "plain", seed=7)
     image, mask = paint(run.gan, cohort.background_images[k], cohort.genes[1], seed=7)
-    np.testing.assert_array_equal(res.hu, np.rint(lo + image * (hi - lo)).astype(np.int16))
-    np.testing.assert_array_equal(res.mask, mask)
-    assert lo <= res.hu.min() and res.hu.max() <= hi and res.mask.any()
-    np.testing.assert_array_equal(res.background_hu, to_hu(cohort.background_images[k], (lo, hi)))
+    np.testing.assert_array_equal(plain.hu, np.rint(lo + image * (hi - lo)).astype(np.int16))
+    np.testing.assert_array_equal(plain.mask, mask)
+    assert lo <= plain.hu.min() and plain.hu.max() <= hi
+    np.testing.assert_array_equal(plain.background_hu, to_hu(cohort.background_images[k], (lo, hi)))
+    seg_file = plain.files["seg_dicom"]
+    np.testing.assert_array_equal(
+        nsclc.decode_seg(seg_file, [plain.files["ct_dicom"]]), plain.mask[None]
+    )
+
+    # a generator trained for 2 steps may paint no mask: the files are read back with a disk
+    yy, xx = np.mgrid[:32, :32]
+    disk = ((yy - 12) ** 2 + (xx - 19) ** 2 <= 20).astype(np.uint8)
+    monkeypatch.setattr(synth, "paint", lambda *a, **kw: (paint(*a, **kw)[0], disk))
+    res = synthesize(study / "run", donor, k, tmp_path / "out", seed=7)
+    np.testing.assert_array_equal(res.hu, plain.hu)
+    np.testing.assert_array_equal(res.mask, disk)
 
     # geometry: the square curation cut around the background centre, outer edges kept
     row = _background_row(cohort, k)
@@ -82,8 +95,10 @@ def test_curated_background_as_nifti_and_dicom_read_back(study, tmp_path):
     nii = sitk.ReadImage(str(tmp_path / "out" / "synthetic_ct.nii.gz"))
     px = nii.GetSpacing()[0]
     assert nii.GetSize() == (size, size, 1) and nii.GetSpacing() == pytest.approx((px, px, sp))
-    np.testing.assert_allclose(np.array(nii.GetOrigin()[:2]) - px / 2, first_edge, atol=1e-6)
-    np.testing.assert_allclose(np.array(nii.GetOrigin()[:2]) + (size - 0.5) * px, last_edge)
+    # NIfTI keeps the geometry in float32: equal to 0.1 um
+    origin = np.array(nii.GetOrigin()[:2])
+    np.testing.assert_allclose(origin - px / 2, first_edge, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(origin + (size - 0.5) * px, last_edge, rtol=0, atol=1e-4)
     assert nii.GetOrigin()[2] == pytest.approx(row.z_mm)
     assert nii.GetDirection() == pytest.approx(np.eye(3).ravel())
     np.testing.assert_array_equal(sitk.GetArrayFromImage(nii)[0], res.hu)
