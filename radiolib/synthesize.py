@@ -156,7 +156,14 @@ def load_run(
         raise SynthesisError(
             f"--data {cohort_dir}: manifest.json records no curation parameters {missing}"
         )
-    gan = load_generator(run, device)
+    try:
+        gan = load_generator(run, device)
+    except RuntimeError as exc:  # torch: the weights do not fit the network built here
+        first = str(exc).strip().splitlines()[0]
+        raise SynthesisError(
+            f"--checkpoint {run}: its weights do not fit the {info.get('name')} GAN of this "
+            f"radiolib version (made by other code?): {first}"
+        ) from None
     if isinstance(gan, InpaintingGAN):
         raise SynthesisError(
             f"--checkpoint {run}: the {gan.name} GAN fills a hole and takes no genes; use a "

@@ -188,6 +188,16 @@ def _with_nan(t: pd.DataFrame) -> pd.DataFrame:
     return t
 
 
+def _other_version(study: Path, folder: Path) -> str:
+    ckpt = torch.load(study / "run" / "checkpoint.pt", weights_only=True)
+    for net in ("generator", "generator_ema"):
+        if ckpt.get(net) is not None:
+            ckpt[net] = {f"old_{k}": v for k, v in ckpt[net].items()}
+    folder.mkdir()
+    torch.save(ckpt, folder / "checkpoint.pt")
+    return str(folder)
+
+
 BAD = {
     "unknown patient": (
         lambda s, d: {"genes": "R01-999"},
@@ -236,6 +246,10 @@ BAD = {
     "inpainting run": (
         lambda s, d: {"checkpoint": str(s / "inpaint")},
         r"inpaint: the inpainting GAN fills a hole and takes no genes",
+    ),
+    "checkpoint of other code": (
+        lambda s, d: {"checkpoint": _other_version(s, d / "old")},
+        r"old: its weights do not fit the proposed GAN of this radiolib version",
     ),
     "folder that is no run": (
         lambda s, d: {"checkpoint": str(s / "curated")},
