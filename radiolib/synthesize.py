@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ import SimpleITK as sitk
 import torch
 
 from radiolib.errors import RadiolibError
-from radiolib.io import atomic_folder, write_json
+from radiolib.io import atomic_folder, make_temp_dir, write_json
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 HU_OFFSET = 1024  # stored CT value = HU + 1024 (RescaleIntercept -1024), as scanners write
@@ -630,7 +629,7 @@ def synthesize(
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = make_temp_dir(out.parent, f".{out.name}.")
     with atomic_folder(out, tmp):
         files = _write_all(
             tmp, hu, mask, background_hu, bg, vector, run.cohort.gene_names, window_hu, record

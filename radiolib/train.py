@@ -469,7 +469,7 @@ class _Loop:
         """
         nets = {"generator": self.gan.generator, "discriminator": self.gan.discriminator}
         if self.ema is not None:
-            nets["generator EMA"] = self.ema
+            nets["generator EMA"] = self.ema.module  # the generator's own names
         named = [
             (who, kind, name, t)
             for who, net in nets.items()
