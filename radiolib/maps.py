@@ -15,9 +15,11 @@ probes of the six traits: ``r2_<trait>``, ``mean_r2``; gene attribution against 
 linked genes: ``attribution_auroc`` and friends, for every representation differentiable in
 the genes, i.e. all but the raw genes) and adds the representation's width (``dimensions``)
 and what learning it cost (``cpu_seconds``, ``wall_seconds``, ``flops``), in a tidy frame.
-:func:`compare_cohort` repeats this over training seeds on one cohort; :func:`compare_maps`
-over phantom settings (:func:`map_settings`), writing one tidy CSV. Neither runs inside a
-notebook's default run: they train several models per setting.
+Every map is learnt from the training split only (the GANs, the contrastive map, the
+conventional map's modules and choice of metagenes) and every representation is scored on all
+curated patients. :func:`compare_cohort` repeats this over training seeds on one cohort;
+:func:`compare_maps` over phantom settings (:func:`map_settings`), writing one tidy CSV.
+Neither runs inside a notebook's default run: they train several models per setting.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def score_maps(
     for given in costs.values():
         extra += [m for m in given if m not in extra]
     for name in wide.index:
-        given = {**dict.fromkeys(COST_MEASURES, 0.0 if name == RAW else np.nan)}
+        given = dict.fromkeys(COST_MEASURES, 0.0 if name == RAW else np.nan)
         given.update(costs.get(name, {}))
         wide.loc[name, "dimensions"] = float(dims[name])
         for measure in extra:
