@@ -10,7 +10,7 @@ Five representations of each curated patient's expression are compared on the sa
    split, standardised (:func:`radiolib.conventional.conventional_representation`).
 
 :func:`score_maps` scores any set of them with :func:`radiolib.radiogenomics.
-score_representations` (Ward clusters against the hidden subtypes: ``ari``, ``nmi``; linear
+map_scores` (Ward clusters against the hidden subtypes: ``ari``, ``nmi``; linear
 probes of the six traits: ``r2_<trait>``, ``mean_r2``; gene attribution against the truly
 linked genes: ``attribution_auroc`` and friends, for every representation differentiable in
 the genes, i.e. all but the raw genes) and adds the representation's width (``dimensions``)
@@ -35,7 +35,7 @@ import pandas as pd
 
 from radiolib.config import Profile
 from radiolib.io import atomic_write
-from radiolib.radiogenomics import RAW, representations, score_representations, truth_table
+from radiolib.radiogenomics import RAW, map_scores, representations, truth_table
 
 TIDY_COLUMNS = ("representation", "seed", "measure", "value")
 SETTING_COLUMNS = ("signal", "phantom_seed", "subtypes")
@@ -62,13 +62,13 @@ def score_maps(
     """Every number of the map for the raw genes and each of ``maps`` (name -> an object with
     ``gene_code(genes (B, G)) -> (B, D)``: a GAN, a contrastive map, a metagene code).
 
-    Returns a tidy frame, columns :data:`TIDY_COLUMNS`: one row per representation (raw genes
-    first, then ``maps`` in order) and measure, ``seed`` the scoring seed (probe folds). The
-    measures are those of :func:`radiolib.radiogenomics.score_representations` (clusters:
-    ``cfg.evaluation.clusters``; NaN attribution for the raw genes), then ``dimensions`` and
-    the :data:`COST_MEASURES` plus any other measure named in ``costs`` (``{representation:
-    {measure: value}}``); a cost not given is NaN, except the raw genes', which cost nothing
-    to learn (0).
+    Returns a tidy frame, columns :data:`TIDY_COLUMNS` (:func:`radiolib.radiogenomics.
+    map_scores` of one seed, ``seed`` the scoring seed): the measures of
+    :func:`radiolib.radiogenomics.score_representations` (clusters: ``cfg.evaluation.clusters``;
+    NaN attribution for the raw genes), then ``dimensions`` and the :data:`COST_MEASURES` plus
+    any other measure named in ``costs`` (``{representation: {measure: value}}``); a cost not
+    given is NaN, except the raw genes', which cost nothing to learn (0). Rows are grouped by
+    representation, raw genes first, then ``maps`` in order.
     """
     if truth is None:
         raise ValueError("scoring the maps needs the phantom's truth (hidden subtypes, traits)")
@@ -76,20 +76,21 @@ def score_maps(
     unknown = [n for n in costs if n != RAW and n not in maps]
     if unknown:
         raise ValueError(f"costs name representations {unknown} that are not among the maps")
-    wide = score_representations(cohort, maps, truth, cfg, seed)
+    scored = map_scores(cohort, {int(seed): maps}, truth, cfg)
     dims = {name: x.shape[1] for name, x in representations(cohort, maps).items()}
-    extra = list(COST_MEASURES)
+    measures = list(COST_MEASURES)
     for given in costs.values():
-        extra += [m for m in given if m not in extra]
-    for name in wide.index:
+        measures += [m for m in given if m not in measures]
+    rows = []
+    for name, width in dims.items():
         given = dict.fromkeys(COST_MEASURES, 0.0 if name == RAW else np.nan)
         given.update(costs.get(name, {}))
-        wide.loc[name, "dimensions"] = float(dims[name])
-        for measure in extra:
-            wide.loc[name, measure] = float(given.get(measure, np.nan))
-    long = wide.reset_index().melt(id_vars="representation", var_name="measure", value_name="value")
-    long.insert(1, "seed", int(seed))
-    return long[list(TIDY_COLUMNS)]
+        rows.append((name, int(seed), "dimensions", float(width)))
+        rows += [(name, int(seed), m, float(given.get(m, np.nan))) for m in measures]
+    frame = pd.concat([scored, pd.DataFrame(rows, columns=list(TIDY_COLUMNS))], ignore_index=True)
+    order = {name: k for k, name in enumerate(dims)}
+    frame = frame.sort_values("representation", key=lambda c: c.map(order), kind="stable")
+    return frame.reset_index(drop=True)
 
 
 def n_subtypes(truth: Any, patients: Sequence[str]) -> int:
