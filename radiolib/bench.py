@@ -114,6 +114,31 @@ def random_batch(
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def _training_step(model: str, profile: Profile, n_genes: int, device: str) -> tuple:
+    """``(gan, loop, batch)``: ``model`` (seed 0) in the trainer's loop with a random batch of
+    the profile's batch and image size; ``loop.step(batch, i)`` runs one training step."""
+    from radiolib.models import build_gan
+    from radiolib.train import _Dist, _Loop
+
+    s = profile.curation.image_size
+    torch.manual_seed(0)
+    gan = build_gan(model, n_genes, s, profile.model).to(device)
+    if device.startswith("cuda"):
+        gan.to(memory_format=torch.channels_last)
+    loop = _Loop(gan, profile, device, _Dist())
+    batch = random_batch(profile.train.batch_size, s, n_genes, profile.model.noise_dim)
+    return gan, loop, loop.to_device(batch)
+
+
+def training_step_flops(model: str, profile: Profile, n_genes: int = N_GENES) -> int:
+    """FLOPs of one training step of ``model`` on the CPU (see the module docstring: matrix
+    products and convolutions, forward and backward), for ``n_genes`` genes at the profile's
+    batch and image size. The global torch random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        _, loop, batch = _training_step(model, profile, n_genes, "cpu")
+        return count_flops(loop.step, batch, 1)
+
+
 def run_bench(
     profile: Profile,
     device: str = "auto",
@@ -128,9 +153,6 @@ def run_bench(
     unlisted card). ``df.attrs`` holds the device, its fp32 2048^3 matrix-product GFLOP/s
     (``matmul_gflops``) and, on a GPU, the bf16 one.
     """
-    from radiolib.models import build_gan
-    from radiolib.train import _Dist, _Loop
-
     if steps < 1:
         raise ValueError(f"steps must be >= 1 (got {steps})")
     device = resolve_device(device)
@@ -142,12 +164,7 @@ def run_bench(
     matmul_before = matmul_gflops(device)
     rows = []
     for model in models:
-        torch.manual_seed(0)
-        gan = build_gan(model, N_GENES, s, profile.model).to(device)
-        if cuda:
-            gan.to(memory_format=torch.channels_last)
-        loop = _Loop(gan, profile, device, _Dist())
-        batch = loop.to_device(random_batch(b, s, N_GENES, profile.model.noise_dim))
+        gan, loop, batch = _training_step(model, profile, N_GENES, device)
         flops = count_flops(loop.step, batch, 1)
         loop.step(batch, 2)  # warm-up (allocator, kernel choice)
         times = []

@@ -1,5 +1,5 @@
-"""The ``radiolib`` command: phantom | curate | train | evaluate | convergence | study | bench |
-synthesize | fetch."""
+"""The ``radiolib`` command: phantom | curate | train | evaluate | convergence | compare-maps |
+study | bench | synthesize | fetch."""
 
 from __future__ import annotations
 
@@ -154,6 +154,39 @@ def cmd_convergence(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare_maps(args: argparse.Namespace) -> int:
+    from radiolib import maps
+
+    cfg = _profile(args)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else cfg.evaluation.map_seeds
+    gans = [m for m in args.gan.split(",") if m]
+    if args.data:
+        if not args.truth:
+            raise ValueError("--data needs --truth, the phantom folder the cohort was curated from")
+        if gans:
+            raise ValueError("--gan trains GANs in the study's workspace; leave out --data")
+        from radiolib.data.curate import load_curated
+        from radiolib.data.phantom import load_truth
+
+        frame = maps.compare_cohort(
+            load_curated(Path(args.data)), load_truth(Path(args.truth)), cfg, seeds
+        )
+        maps.write_tidy(frame, Path(args.out))
+    else:
+        from radiolib.study import open_workspace
+
+        ws = open_workspace(
+            args.profile, device=args.device, overrides=parse_assignments(args.param)
+        )
+        frame = maps.compare_maps(
+            ws, seeds=seeds, gan_models=gans, steps=args.steps, out=Path(args.out)
+        )
+    table = maps.summary_table(frame, maps.SUMMARY_MEASURES)
+    print(table.to_string(float_format=lambda v: f"{v:.3g}"))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from radiolib.study import run_study
 
@@ -280,6 +313,20 @@ def build_parser() -> argparse.ArgumentParser:
     _device_arg(p)
     _profile_args(p)
     p.set_defaults(func=cmd_convergence)
+
+    p = sub.add_parser(
+        "compare-maps",
+        help="score raw genes, the contrastive and conventional maps (and GANs) the same way",
+    )
+    p.add_argument("--out", required=True, help="tidy CSV to write")
+    p.add_argument("--data", default=None, help="one curated cohort (else the profile's phantoms)")
+    p.add_argument("--truth", default=None, help="with --data: the phantom folder it came from")
+    p.add_argument("--seeds", default=None, help="comma-separated (evaluation.map_seeds)")
+    p.add_argument("--gan", default="", help="comma-separated GANs to add, e.g. proposed,baseline")
+    p.add_argument("--steps", type=int, default=None, help="GAN steps (evaluation.map_steps)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _profile_args(p)
+    p.set_defaults(func=cmd_compare_maps)
 
     p = sub.add_parser("study", help="run every notebook headless, then build the Jupyter Book")
     p.add_argument("--data", default="phantom", help="'phantom' (default) or a real cohort folder")

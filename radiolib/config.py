@@ -120,6 +120,25 @@ class EvaluationConfig:
     # mechanism variants of the proposed GAN (radiolib.models.VARIANTS) trained beside the three
     # models, on the same data and seeds, for the ablation of notebook 03
     variants: tuple[str, ...] = ("proposed-paper",)
+    map_seeds: tuple[int, ...] = (0, 1, 2)  # training seeds of the map comparison
+    map_phantom_seeds: tuple[int, ...] = (1, 2)  # other phantoms compared at the profile's signal
+    map_subtypes: tuple[int, ...] = (2, 3, 4, 5)  # hidden subtype counts compared
+
+
+@dataclass(frozen=True)
+class ContrastiveConfig:
+    """The contrastive image-gene map (``radiolib.contrastive``): no generator, no discriminator.
+
+    The gene encoder has the GANs' mapping shape (``model.gene_hidden``, ``model.code_dim``).
+    """
+
+    steps: int = 300  # full-batch steps: every training patient in every step
+    lr: float = 1e-3
+    weight_decay: float = 1e-4  # AdamW, decoupled
+    temperature: float = 0.1  # initial InfoNCE temperature
+    learn_temperature: bool = True  # learnt as log(1 / temperature), as in CLIP
+    image_width: int = 16  # channels of the image encoder's first convolution
+    image_layers: int = 3  # stride-2 convolutions of the image encoder
 
 
 @dataclass(frozen=True)
@@ -130,6 +149,7 @@ class Profile:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -143,7 +163,7 @@ class Profile:
         return out
 
 
-SECTIONS = ("phantom", "curation", "model", "train", "evaluation")
+SECTIONS = ("phantom", "curation", "model", "train", "evaluation", "contrastive")
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
@@ -159,7 +179,11 @@ PROFILES: dict[str, Profile] = {
             classifier_steps=20,
             map_signals=(0.5, 1.0),
             map_steps=12,
+            map_seeds=(0, 1),
+            map_phantom_seeds=(1,),
+            map_subtypes=(2, 3),
         ),
+        contrastive=ContrastiveConfig(steps=40, image_width=8),
     ),
     # two training seeds and ~17 held-out donors: intervals over both, see notebook 03
     "quick": Profile(
@@ -309,6 +333,13 @@ _MINIMUM: dict[str, float] = {
     "evaluation.clusters": 2,
     "evaluation.classifier_steps": 1,
     "evaluation.map_steps": 1,
+    "evaluation.map_seeds": 0,
+    "evaluation.map_phantom_seeds": 0,
+    "evaluation.map_subtypes": 2,
+    "contrastive.steps": 1,
+    "contrastive.weight_decay": 0,
+    "contrastive.image_width": 1,
+    "contrastive.image_layers": 1,
 }
 _DEFAULTS = Profile(name="defaults").flat()  # each field's type
 # Sizes that must be strictly positive.
@@ -318,6 +349,8 @@ _POSITIVE = (
     "train.lr",
     "evaluation.inpaint_region_scale",
     "evaluation.tsne_perplexity",
+    "contrastive.lr",
+    "contrastive.temperature",
 )
 
 
@@ -371,6 +404,13 @@ def _validate(profile: Profile) -> None:
     elif min(profile.evaluation.map_signals) < 0:
         problems.append(
             f"evaluation.map_signals must be >= 0 (got {profile.evaluation.map_signals})"
+        )
+    if not profile.evaluation.map_seeds:
+        problems.append("evaluation.map_seeds must name at least one seed")
+    if c.image_size % 2**profile.contrastive.image_layers:
+        problems.append(
+            f"curation.image_size {c.image_size} must be divisible by 2 ** contrastive."
+            f"image_layers ({2**profile.contrastive.image_layers})"
         )
     if problems:
         raise ValueError("; ".join(problems))

@@ -38,21 +38,26 @@ TP / claimed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import stats
+from torch import nn
 
 from radiolib import metrics
 from radiolib.data import nsclc
 from radiolib.data.phantom import TRAITS as PHANTOM_TRAITS
 from radiolib.errors import CohortError
 from radiolib.io import atomic_write
+from radiolib.models.blocks import check_shape
 from radiolib.radiogenomics import (
     RADIOMIC_TRAITS,
     conventional_links,
@@ -368,6 +373,133 @@ def conventional_map(
     map_df, sig = correlate(features, mg, alpha)
     params = {"n_modules": n_modules, "cut": cut, "min_module_size": min_module_size}
     return ConventionalMap(mg, modules, features, map_df, sig, alpha, params)
+
+
+# --------------------------------------------------------------------------- as a representation
+
+
+class MetageneCode(nn.Module):
+    """The conventional map as a gene code: genes (B, G) -> standardised metagenes (B, M).
+
+    An affine map of the genes, ``genes @ weight + bias`` (``weight`` (G, M), ``bias`` (M,)),
+    so the code can be probed and differentiated like a GAN's phi(g). ``metagenes`` names the
+    columns.
+    """
+
+    name = "conventional"
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, metagenes: Sequence[str]):
+        super().__init__()
+        weight, bias = np.asarray(weight, np.float32), np.asarray(bias, np.float32)
+        if weight.ndim != 2 or bias.shape != (weight.shape[1],) or len(metagenes) != len(bias):
+            raise ValueError(
+                f"weight {weight.shape}, bias {bias.shape} and {len(metagenes)} metagene names "
+                "must be (G, M), (M,) and M"
+            )
+        self.register_buffer("weight", torch.from_numpy(weight))
+        self.register_buffer("bias", torch.from_numpy(bias))
+        self.metagenes = list(metagenes)
+
+    def gene_code(self, genes: torch.Tensor) -> torch.Tensor:
+        check_shape(genes, (None, self.weight.shape[0]), "genes")
+        return genes @ self.weight + self.bias
+
+
+@dataclass
+class ConventionalFit:
+    """The conventional map of a cohort's training split, read as a representation.
+
+    ``code`` (:class:`MetageneCode`) gives every patient's linked metagenes, standardised;
+    ``linked`` the metagenes in at least one significant (feature, metagene) pair; ``fallback``
+    True when no pair was significant and ``code`` holds every metagene instead; ``cmap`` the
+    three steps on the training patients; ``cpu_seconds`` and ``wall_seconds`` what the three
+    steps and the code took (feature extraction included); ``flops`` an estimate
+    (:func:`conventional_flops`).
+    """
+
+    code: MetageneCode
+    linked: list[str]
+    fallback: bool
+    cmap: ConventionalMap
+    cpu_seconds: float
+    wall_seconds: float
+    flops: int
+
+
+def conventional_flops(patients: int, genes: int) -> int:
+    """Estimated floating-point operations of step 1, which dominates the conventional map:
+    the genes' correlation matrix (2 P G^2, multiply and add counted apart, as torch's flop
+    counter does) and the average-linkage updates (about 3 G^2). Feature extraction and the
+    Spearman tests (features x metagenes x P log P) are not counted."""
+    return int(2 * patients * genes**2 + 3 * genes**2)
+
+
+def _training_view(cohort: Any) -> SimpleNamespace:
+    """The training patients of ``cohort`` as a cohort of their own (tumour slices re-indexed)."""
+    split = np.asarray(cohort.split)
+    train = np.flatnonzero(split == "train")
+    if len(train) < 4:
+        raise CohortError(
+            f"cohort {getattr(cohort, 'path', '')}: the conventional map needs >= 4 training "
+            f"patients (got {len(train)})"
+        )
+    new_index = np.full(len(cohort.patients), -1)
+    new_index[train] = np.arange(len(train))
+    owner = np.asarray(cohort.tumour_patient)
+    rows = np.flatnonzero(np.isin(owner, train))
+    return SimpleNamespace(
+        path=getattr(cohort, "path", ""),
+        patients=[cohort.patients[i] for i in train],
+        genes=np.asarray(cohort.genes)[train],
+        gene_names=list(cohort.gene_names),
+        tumour_images=np.asarray(cohort.tumour_images)[rows],
+        tumour_masks=np.asarray(cohort.tumour_masks)[rows],
+        tumour_patient=new_index[owner[rows]],
+    )
+
+
+def conventional_representation(cohort: Any, cfg: Any, **options: Any) -> ConventionalFit:
+    """The three-step map found on the training split, as a representation of every patient.
+
+    :func:`conventional_map` runs on the training patients only (modules, image features of
+    their representative slices, Spearman + BH per feature set), with ``options`` (its
+    ``n_modules``, ``feature_sets``, ``alpha``, ``cut``, ``min_module_size``, ``features``).
+    The metagenes with at least one significant link (q <= ``alpha``, any feature set) make
+    the code; when no link survives, every metagene does and ``fallback`` is True (the map
+    found nothing to select, so the representation is the whole of step 1). Each patient's
+    metagene is the mean of its module's gene z-scores, with the genes' mean and standard
+    deviation of the training patients (constant genes count as 0); each metagene is then
+    standardised with its training mean and standard deviation. Rows follow
+    ``cohort.patients``, test patients included.
+    """
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    view = _training_view(cohort)
+    cmap = conventional_map(view, cfg, **options)
+    linked = [m for m in cmap.metagenes.columns if m in set(cmap.significant["metagene"])]
+    fallback = not linked
+    chosen = list(cmap.metagenes.columns) if fallback else linked
+    x = np.asarray(view.genes, np.float64)
+    mu, sd = x.mean(0), x.std(0)
+    scale = np.where(sd > 1e-12, 1.0 / np.where(sd > 1e-12, sd, 1.0), 0.0)  # constant genes: 0
+    col = {g: j for j, g in enumerate(view.gene_names)}
+    weight = np.zeros((x.shape[1], len(chosen)))
+    for k, name in enumerate(chosen):
+        idx = [col[g] for g in cmap.modules[name]]
+        weight[idx, k] = scale[idx] / len(idx)
+    bias = -(mu @ weight)
+    train_values = x @ weight + bias  # = cmap.metagenes[chosen] on the training patients
+    m_mu, m_sd = train_values.mean(0), train_values.std(0)
+    m_sd = np.where(m_sd > 1e-12, m_sd, 1.0)
+    code = MetageneCode(weight / m_sd, (bias - m_mu) / m_sd, chosen)
+    return ConventionalFit(
+        code=code,
+        linked=linked,
+        fallback=fallback,
+        cmap=cmap,
+        cpu_seconds=time.process_time() - cpu0,
+        wall_seconds=time.perf_counter() - wall0,
+        flops=conventional_flops(len(view.patients), x.shape[1]),
+    )
 
 
 # --------------------------------------------------------------------------- truth (phantom)

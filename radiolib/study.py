@@ -108,20 +108,33 @@ class Workspace:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def phantom(self, signal: float | None = None, progress: bool = True) -> Path:
-        """The phantom cohort of this profile (at ``signal``, default the profile's), written
-        on first use and reused while its parameters stay the same."""
+    def phantom(
+        self,
+        signal: float | None = None,
+        progress: bool = True,
+        seed: int | None = None,
+        subtypes: int | None = None,
+    ) -> Path:
+        """The phantom cohort of this profile, written on first use and reused while its
+        parameters stay the same. ``signal``, ``seed`` and ``subtypes`` (default: the
+        profile's) name a variant, kept in ``phantom-signal<s>-seed<n>-subtypes<k>`` with only
+        the given parameters in the name; with none given it is the study's own :attr:`raw`."""
         from radiolib.data.phantom import write_phantom
 
         p = self.profile.phantom
         params = {
             "patients": p.patients,
-            "seed": p.seed,
-            "subtypes": p.subtypes,
+            "seed": p.seed if seed is None else int(seed),
+            "subtypes": p.subtypes if subtypes is None else int(subtypes),
             "signal": p.signal if signal is None else float(signal),
             "matrix": p.matrix,
         }
-        out = self.raw if signal is None else self.run_dir / f"phantom-signal{params['signal']:g}"
+        variant = [
+            f"{name}{params[name]:g}"
+            for name, given in (("signal", signal), ("seed", seed), ("subtypes", subtypes))
+            if given is not None
+        ]
+        out = self.run_dir / "-".join(["phantom", *variant]) if variant else self.raw
         stamp = out.with_name(out.name + ".json")
         if stamp.is_file() and read_json(stamp) == params and out.is_dir():
             return out

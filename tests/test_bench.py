@@ -14,6 +14,7 @@ from radiolib.bench import (
     format_bench,
     random_batch,
     run_bench,
+    training_step_flops,
 )
 from radiolib.config import get_profile
 
@@ -70,3 +71,10 @@ def test_bench_at_smoke_size():
     assert df.attrs["matmul_fp32_gflops"] > 0
     text = format_bench(df)
     assert "proposed" in text and "fp32 matmul 2048^3" in text
+    # one training step counted apart (the map comparison's GAN cost) is the bench's count
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    flops = training_step_flops("proposed", profile)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert flops / 4 / 1e9 == pytest.approx(df.loc["proposed", "gflop_per_image"])
+    assert training_step_flops("proposed", profile, n_genes=100) < flops

@@ -6,6 +6,7 @@ import pytest
 from radiolib import cli
 from radiolib.config import (
     PROFILES,
+    SECTIONS,
     Profile,
     default_profile_name,
     get_profile,
@@ -95,11 +96,9 @@ def test_unknown_profile_in_the_environment_is_named(monkeypatch, capsys):
 
 def test_flat_lists_every_field_once():
     flat = PROFILES["quick"].flat()
-    n_fields = sum(
-        len(dataclasses.fields(getattr(PROFILES["quick"], s)))
-        for s in ("phantom", "curation", "model", "train", "evaluation")
-    )
+    n_fields = sum(len(dataclasses.fields(getattr(PROFILES["quick"], s))) for s in SECTIONS)
     assert len(flat) == n_fields
+    assert set(SECTIONS) == {f.name for f in dataclasses.fields(Profile)} - {"name"}
     assert isinstance(PROFILES["quick"], Profile)
 
 
@@ -117,3 +116,19 @@ def test_resolve_device():
     assert resolve_device("auto") in ("cpu", "cuda")
     with pytest.raises(ValueError):
         resolve_device("tpu")
+
+
+def test_contrastive_and_map_comparison_parameters_are_checked():
+    p = get_profile("quick", {"contrastive.steps": "50", "evaluation.map_subtypes": "2,5"})
+    assert p.contrastive.steps == 50 and p.evaluation.map_subtypes == (2, 5)
+    assert p.flat()["contrastive.temperature"] == 0.1
+    with pytest.raises(ValueError, match="contrastive.steps"):
+        get_profile("smoke", {"contrastive.steps": 0})
+    with pytest.raises(ValueError, match="contrastive.temperature"):
+        get_profile("smoke", {"contrastive.temperature": -1.0})
+    with pytest.raises(ValueError, match="divisible"):
+        get_profile("smoke", {"contrastive.image_layers": 6})  # 32 px, 2^6
+    with pytest.raises(ValueError, match="map_subtypes"):
+        get_profile("smoke", {"evaluation.map_subtypes": "1,3"})
+    with pytest.raises(ValueError, match="map_seeds"):
+        get_profile("smoke", {"evaluation.map_seeds": ""})

@@ -423,3 +423,56 @@ def test_end_to_end_links_are_read_with_the_same_features_and_scored(planted):
     assert row.true_positives == 7
     with pytest.raises(ValueError, match="no 'radiomics' features"):
         C.end_to_end_link_table({"x": informed}, cohort, cmap, truth, 1.0, feature_set="radiomics")
+
+
+# ------------------------------------------------------------------ as a representation
+
+
+def _split(cohort: SimpleNamespace, test: int) -> SimpleNamespace:
+    """``cohort`` with its last ``test`` patients held out."""
+    p = len(cohort.patients)
+    return SimpleNamespace(**vars(cohort), split=np.array(["train"] * (p - test) + ["test"] * test))
+
+
+def test_conventional_representation_uses_the_training_split():
+    cohort = _split(_cohort(p=40, seed=1), test=10)
+    fit = C.conventional_representation(cohort, CFG, feature_sets=("measured",), min_module_size=5)
+    train = cohort.patients[:30]
+    assert list(fit.cmap.metagenes.index) == train  # the map never sees the test patients
+    assert not fit.fallback and fit.linked == ["M0", "M1"]
+    assert fit.cmap.modules["M0"] == [f"A{i}" for i in range(10)]
+    assert fit.cmap.modules["M1"] == [f"B{i}" for i in range(10)]
+    code = R.gene_codes(fit.code, cohort.genes)
+    assert code.shape == (40, 2) and fit.code.metagenes == ["M0", "M1"]
+    # on the training patients: the map's own metagenes, standardised
+    mg = fit.cmap.metagenes[fit.linked].to_numpy()
+    np.testing.assert_allclose(code[:30], (mg - mg.mean(0)) / mg.std(0), atol=1e-5)
+    np.testing.assert_allclose(code[:30].std(0), 1.0, atol=1e-5)
+    # the test patients get the same affine map of their genes: their traits still show
+    assert stats.spearmanr(code[30:, 0], cohort.d[30:])[0] > 0.8
+    assert stats.spearmanr(code[30:, 1], cohort.e[30:])[0] > 0.8
+    # only the linked modules' genes move the code
+    attribution = R.gene_attribution(fit.code, cohort.genes, target="variance")
+    used = np.array([g[0] in "AB" for g in cohort.gene_names])
+    assert attribution[used].min() > 0 and attribution[~used].max() == 0
+    assert fit.flops == C.conventional_flops(30, 30) == 2 * 30 * 30**2 + 3 * 30**2
+    assert fit.cpu_seconds > 0
+
+
+def test_conventional_representation_falls_back_to_all_metagenes_without_links():
+    cohort = _split(_cohort(p=40, seed=1), test=10)
+    # genes of other patients: the modules stay, their link to the images is gone
+    shuffled = SimpleNamespace(
+        **{**vars(cohort), "genes": cohort.genes[np.random.default_rng(3).permutation(40)]}
+    )
+    fit = C.conventional_representation(
+        shuffled, CFG, feature_sets=("measured",), min_module_size=5
+    )
+    assert fit.fallback and fit.linked == [] and fit.cmap.significant.empty
+    assert fit.code.metagenes == list(fit.cmap.metagenes.columns) == ["M0", "M1"]
+    assert R.gene_codes(fit.code, shuffled.genes).shape == (40, 2)
+    few = _split(_cohort(p=6), test=3)
+    with pytest.raises(CohortError, match="4 training patients"):
+        C.conventional_representation(few, CFG, feature_sets=("measured",))
+    with pytest.raises(ValueError, match="weight"):
+        C.MetageneCode(np.ones((3, 2)), np.ones(3), ["M0", "M1"])

@@ -1,0 +1,344 @@
+"""Does the radiogenomic map need synthesis? Every map scored by the same code.
+
+Five representations of each curated patient's expression are compared on the same patients:
+
+1. ``raw genes``: the expression vector itself (nothing learnt);
+2. the GANs' gene codes phi(g) (``baseline``, ``proposed``): learnt through synthesis;
+3. ``contrastive``: the gene encoder of a CLIP-style image-gene map, learnt without a
+   generator (:mod:`radiolib.contrastive`);
+4. ``conventional``: the metagenes the three-step map links to image features on the training
+   split, standardised (:func:`radiolib.conventional.conventional_representation`).
+
+:func:`score_maps` scores any set of them with :func:`radiolib.radiogenomics.
+map_scores` (Ward clusters against the hidden subtypes: ``ari``, ``nmi``; linear
+probes of the six traits: ``r2_<trait>``, ``mean_r2``; gene attribution against the truly
+linked genes: ``attribution_auroc`` and friends, for every representation differentiable in
+the genes, i.e. all but the raw genes) and adds the representation's width (``dimensions``)
+and what learning it cost (``cpu_seconds``, ``wall_seconds``, ``flops``), in a tidy frame.
+Every map is learnt from the training split only (the GANs, the contrastive map, the
+conventional map's modules and choice of metagenes) and every representation is scored on all
+curated patients. :func:`compare_cohort` repeats this over training seeds on one cohort;
+:func:`compare_maps` over phantom settings (:func:`map_settings`), writing one tidy CSV.
+Neither runs inside a notebook's default run: they train several models per setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from radiolib.config import Profile
+from radiolib.io import atomic_write
+from radiolib.radiogenomics import RAW, map_scores, representations, truth_table
+
+TIDY_COLUMNS = ("representation", "seed", "measure", "value")
+SETTING_COLUMNS = ("signal", "phantom_seed", "subtypes")
+COST_MEASURES = ("cpu_seconds", "wall_seconds", "flops")
+CONTRASTIVE = "contrastive"
+CONVENTIONAL = "conventional"
+MAP_COMPARISON = "map_comparison.csv"  # compare_maps' default file in the results folder
+FALLBACK = "no_link_fallback"  # conventional only: 1 when no link survived (all metagenes used)
+
+# the table a reader wants first: subtypes, traits, genes, cost
+SUMMARY_MEASURES = ("ari", "nmi", "mean_r2", "attribution_auroc", "cpu_seconds", "flops")
+
+Costs = Mapping[str, Mapping[str, float]]
+
+
+def score_maps(
+    cohort: Any,
+    maps: Mapping[str, Any],
+    truth: Any,
+    cfg: Profile,
+    seed: int = 0,
+    costs: Costs | None = None,
+) -> pd.DataFrame:
+    """Every number of the map for the raw genes and each of ``maps`` (name -> an object with
+    ``gene_code(genes (B, G)) -> (B, D)``: a GAN, a contrastive map, a metagene code).
+
+    Returns a tidy frame, columns :data:`TIDY_COLUMNS` (:func:`radiolib.radiogenomics.
+    map_scores` of one seed, ``seed`` the scoring seed): the measures of
+    :func:`radiolib.radiogenomics.score_representations` (clusters: ``cfg.evaluation.clusters``;
+    NaN attribution for the raw genes), then ``dimensions`` and the :data:`COST_MEASURES` plus
+    any other measure named in ``costs`` (``{representation: {measure: value}}``); a cost not
+    given is NaN, except the raw genes', which cost nothing to learn (0). Rows are grouped by
+    representation, raw genes first, then ``maps`` in order.
+    """
+    if truth is None:
+        raise ValueError("scoring the maps needs the phantom's truth (hidden subtypes, traits)")
+    costs = dict(costs or {})
+    unknown = [n for n in costs if n != RAW and n not in maps]
+    if unknown:
+        raise ValueError(f"costs name representations {unknown} that are not among the maps")
+    scored = map_scores(cohort, {int(seed): maps}, truth, cfg)
+    dims = {name: x.shape[1] for name, x in representations(cohort, maps).items()}
+    measures = list(COST_MEASURES)
+    for given in costs.values():
+        measures += [m for m in given if m not in measures]
+    rows = []
+    for name, width in dims.items():
+        given = dict.fromkeys(COST_MEASURES, 0.0 if name == RAW else np.nan)
+        given.update(costs.get(name, {}))
+        rows.append((name, int(seed), "dimensions", float(width)))
+        rows += [(name, int(seed), m, float(given.get(m, np.nan))) for m in measures]
+    frame = pd.concat([scored, pd.DataFrame(rows, columns=list(TIDY_COLUMNS))], ignore_index=True)
+    order = {name: k for k, name in enumerate(dims)}
+    frame = frame.sort_values("representation", key=lambda c: c.map(order), kind="stable")
+    return frame.reset_index(drop=True)
+
+
+def n_subtypes(truth: Any, patients: Sequence[str]) -> int:
+    """Number of hidden subtypes among ``patients`` (the clusters the maps are asked for)."""
+    return int(truth_table(truth, patients)["subtype"].nunique())
+
+
+GanLearner = Callable[[Any, Profile, int], tuple[Mapping[str, Any], Costs]]
+
+
+def compare_cohort(
+    cohort: Any,
+    truth: Any,
+    cfg: Profile,
+    seeds: Iterable[int],
+    gans: GanLearner | None = None,
+) -> pd.DataFrame:
+    """The contrastive and conventional maps (and ``gans``) scored on one curated cohort.
+
+    The conventional map is deterministic: it is found once, and only its scoring changes with
+    the seed. For each seed the contrastive map is trained with that seed, ``gans(cohort, cfg,
+    seed)`` (optional) returns trained GANs and their costs, and all are scored by
+    :func:`score_maps` with as many clusters as hidden subtypes. Returns the tidy frame of every
+    seed.
+    """
+    from radiolib.contrastive import fit_contrastive
+    from radiolib.conventional import conventional_representation
+
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("give at least one seed")
+    k = n_subtypes(truth, cohort.patients)
+    if k < 2:
+        raise ValueError(f"the cohort's patients hold {k} hidden subtype; clusters need >= 2")
+    cfg_k = dataclasses.replace(cfg, evaluation=dataclasses.replace(cfg.evaluation, clusters=k))
+    conv = conventional_representation(cohort, cfg)
+    conv_costs = {
+        "cpu_seconds": conv.cpu_seconds,
+        "wall_seconds": conv.wall_seconds,
+        "flops": float(conv.flops),
+        FALLBACK: float(conv.fallback),
+    }
+    frames = []
+    for seed in seeds:
+        fit = fit_contrastive(cohort, cfg, seed)
+        maps: dict[str, Any] = {}
+        costs: dict[str, Mapping[str, float]] = {}
+        if gans is not None:
+            learnt, gan_costs = gans(cohort, cfg, seed)
+            maps.update(learnt)
+            costs.update(gan_costs)
+        maps[CONTRASTIVE] = fit.model
+        maps[CONVENTIONAL] = conv.code
+        costs[CONTRASTIVE] = {
+            "cpu_seconds": fit.cpu_seconds,
+            "wall_seconds": fit.wall_seconds,
+            "flops": float(fit.flops),
+        }
+        costs[CONVENTIONAL] = conv_costs
+        frames.append(score_maps(cohort, maps, truth, cfg_k, seed, costs))
+    return pd.concat(frames, ignore_index=True)
+
+
+def summary_table(tidy: pd.DataFrame, measures: Sequence[str]) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of ``measures`` per representation (and setting,
+    when the frame has the :data:`SETTING_COLUMNS`): columns ``(measure, "mean" | "std")``."""
+    missing = [c for c in TIDY_COLUMNS if c not in tidy.columns]
+    if missing:
+        raise ValueError(f"tidy frame lacks columns {missing}")
+    absent = [m for m in measures if m not in set(tidy["measure"])]
+    if absent:
+        raise ValueError(f"measures {absent} are not in the frame")
+    keys = [c for c in SETTING_COLUMNS if c in tidy.columns] + ["representation"]
+    sub = tidy[tidy["measure"].isin(list(measures))]
+    table = sub.pivot_table(
+        index=keys,
+        columns="measure",
+        values="value",
+        aggfunc=["mean", "std"],
+        sort=False,
+        dropna=False,
+    )
+    table = table.swaplevel(0, 1, axis=1)
+    return table[[(m, s) for m in measures for s in ("mean", "std")]]
+
+
+# --------------------------------------------------------------------------- phantom settings
+
+
+def map_settings(cfg: Profile) -> pd.DataFrame:
+    """The phantoms the maps are compared on, one parameter changed at a time around the
+    profile's (``phantom.signal``, ``phantom.seed``, ``phantom.subtypes``): every signal of
+    ``evaluation.map_signals``, every seed of ``evaluation.map_phantom_seeds`` and every subtype
+    count of ``evaluation.map_subtypes``. Columns :data:`SETTING_COLUMNS`; the profile's own
+    phantom first, no row twice."""
+    p, e = cfg.phantom, cfg.evaluation
+    rows = [(float(p.signal), int(p.seed), int(p.subtypes))]
+    rows += [(float(s), int(p.seed), int(p.subtypes)) for s in e.map_signals]
+    rows += [(float(p.signal), int(s), int(p.subtypes)) for s in e.map_phantom_seeds]
+    rows += [(float(p.signal), int(p.seed), int(k)) for k in e.map_subtypes]
+    return pd.DataFrame(list(dict.fromkeys(rows)), columns=list(SETTING_COLUMNS))
+
+
+def comparison_plan(workspace: Any, settings: pd.DataFrame, steps: int) -> pd.DataFrame:
+    """Where each setting's cohort and GAN runs live; one row per setting.
+
+    Columns: the :data:`SETTING_COLUMNS`; ``changed`` (``{"signal": s, ...}``: the parameters
+    that differ from the profile's, as given to :meth:`radiolib.study.Workspace.phantom`; empty
+    for the study's own phantom); ``curated`` (the study's own curated folder, else
+    ``curated-<name>`` with the phantom's variant name, e.g. ``curated-signal0.25``, which the
+    signal sweep uses too); ``tag`` (model folder tag: ``""`` for the study's own models when
+    ``steps`` equals ``train.steps``, else ``<name>-steps<n>``, the profile's signal naming
+    the main cohort).
+    """
+    cfg = workspace.profile
+    if not workspace.uses_phantom:
+        raise ValueError("comparing maps needs the synthetic cohort (data='phantom')")
+    if int(steps) < 1:
+        raise ValueError(f"steps must be >= 1 (got {steps})")
+    missing = [c for c in SETTING_COLUMNS if c not in settings.columns]
+    if missing or settings.empty:
+        raise ValueError(f"settings need rows and the columns {list(SETTING_COLUMNS)}")
+    base = {
+        "signal": cfg.phantom.signal,
+        "seed": cfg.phantom.seed,
+        "subtypes": cfg.phantom.subtypes,
+    }
+    rows = []
+    for r in settings.itertuples(index=False):
+        value = {
+            "signal": float(r.signal),
+            "seed": int(r.phantom_seed),
+            "subtypes": int(r.subtypes),
+        }
+        if not np.isfinite(value["signal"]) or value["signal"] < 0 or value["subtypes"] < 2:
+            raise ValueError(f"setting {value}: signal must be >= 0 and subtypes >= 2")
+        changed = {k: v for k, v in value.items() if v != base[k]}
+        name = "-".join(f"{k}{v:g}" for k, v in changed.items())
+        own = int(steps) == cfg.train.steps and not changed
+        main = f"signal{base['signal']:g}"  # the main cohort's models at other step counts
+        rows.append(
+            {
+                "signal": value["signal"],
+                "phantom_seed": value["seed"],
+                "subtypes": value["subtypes"],
+                "changed": changed,
+                "curated": workspace.run_dir / f"curated-{name}" if name else workspace.curated,
+                "tag": "" if own else f"{name or main}-steps{int(steps)}",
+            }
+        )
+    plan = pd.DataFrame(rows)
+    if plan.duplicated(list(SETTING_COLUMNS)).any():
+        raise ValueError("settings must differ")
+    return plan
+
+
+def gan_learner(
+    workspace: Any, tag: str, models: Sequence[str], steps: int, progress: bool = False
+) -> GanLearner:
+    """A ``gans`` argument of :func:`compare_cohort`: train (or reuse) ``models`` for ``steps``
+    steps into ``workspace.model_dir(model, seed, tag)`` and load them.
+
+    Costs: ``wall_seconds`` the training time the run records (summed over sessions, also for
+    a reused run); ``cpu_seconds`` the process's CPU time when trained in this call, NaN when
+    reused; ``flops`` one training step counted (:func:`radiolib.bench.training_step_flops`)
+    times ``steps``.
+    """
+    from radiolib.bench import training_step_flops
+    from radiolib.train import load_generator, train_models
+
+    def learn(cohort: Any, cfg: Profile, seed: int) -> tuple[dict[str, Any], dict]:
+        cfg_s = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=int(steps)))
+        gans, costs = {}, {}
+        for model in models:
+            out = workspace.model_dir(model, seed, tag=tag)
+            cpu0 = time.process_time()
+            row = train_models(
+                cohort,
+                cfg_s,
+                lambda m, s: workspace.model_dir(m, s, tag=tag),
+                [model],
+                seeds=[seed],
+                device=workspace.device,
+                progress=progress,
+            ).iloc[0]
+            cpu = np.nan if bool(row["skipped"]) else time.process_time() - cpu0
+            gans[model] = load_generator(out)
+            costs[model] = {
+                "cpu_seconds": cpu,
+                "wall_seconds": float(row["seconds"]),
+                "flops": float(training_step_flops(model, cfg_s, len(cohort.gene_names)) * steps),
+            }
+        return gans, costs
+
+    return learn
+
+
+def compare_maps(
+    workspace: Any,
+    settings: pd.DataFrame | None = None,
+    seeds: Sequence[int] | None = None,
+    gan_models: Sequence[str] = (),
+    steps: int | None = None,
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """The maps compared on several phantoms (default :func:`map_settings`) with several
+    training seeds (default ``evaluation.map_seeds``), written as one tidy CSV.
+
+    For each setting (:func:`comparison_plan`) the phantom is written and curated with the
+    profile's curation (both reused when unchanged), and :func:`compare_cohort` scores the
+    contrastive and conventional maps and, with ``gan_models``, those GANs trained for
+    ``steps`` (default ``evaluation.map_steps``; finished runs reused). Returns and writes
+    (atomically, to ``out``, default ``<results>/map_comparison.csv``) the frame with columns
+    :data:`SETTING_COLUMNS` then :data:`TIDY_COLUMNS`.
+    """
+    from radiolib.data.curate import curate_cohort
+    from radiolib.data.phantom import load_truth
+
+    cfg = workspace.profile
+    settings = map_settings(cfg) if settings is None else settings
+    seeds = list(cfg.evaluation.map_seeds if seeds is None else seeds)
+    steps = cfg.evaluation.map_steps if steps is None else int(steps)
+    plan = comparison_plan(workspace, settings, steps)
+    path = Path(out) if out is not None else workspace.results / MAP_COMPARISON
+    frames = []
+    for run in plan.itertuples(index=False):
+        raw = workspace.phantom(progress=progress, **run.changed)
+        cohort = curate_cohort(raw, run.curated, cfg.curation, progress=progress)
+        learner = (
+            gan_learner(workspace, run.tag, gan_models, steps, progress) if gan_models else None
+        )
+        part = compare_cohort(cohort, load_truth(raw), cfg, seeds, learner)
+        for k, column in enumerate(SETTING_COLUMNS):
+            part.insert(k, column, getattr(run, column))
+        frames.append(part)
+    frame = pd.concat(frames, ignore_index=True)
+    write_tidy(frame, path)
+    return frame
+
+
+def write_tidy(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write a comparison frame (:data:`TIDY_COLUMNS`, with or without the
+    :data:`SETTING_COLUMNS` first) as CSV, atomically; ValueError naming missing columns."""
+    missing = [c for c in TIDY_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"comparison frame lacks columns {missing}")
+    path = Path(path)
+    with atomic_write(path, "w") as fh:
+        frame.to_csv(fh, index=False)
+    return path
