@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, help="comma-separated (evaluation.map_seeds)")
     p.add_argument("--gan", default="", help="comma-separated GANs to add, e.g. proposed,baseline")
     p.add_argument("--steps", type=int, default=None, help="GAN steps (evaluation.map_steps)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _device_arg(p)
     _profile_args(p)
     p.set_defaults(func=cmd_compare_maps)
 
