@@ -23,7 +23,7 @@ NOT_IMPORTED = {
     "jupyterlab": "make lab",
     "jupyter-book": "builds the book (radiolib.study runs its command line)",
     "sphinx-mathjax-offline": "maths in the book without a CDN (_config.yml)",
-    "torchvision": "make_grid for the sample grids of training",
+    "tensorboard": "torch.utils.tensorboard writes the training event files through it",
 }
 
 
