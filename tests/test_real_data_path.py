@@ -39,7 +39,9 @@ def test_study_runs_on_a_cohort_folder_without_truth(tmp_path):
         "03_synthesis_quality",
         "04_radiogenomic_map",
     }
-    assert not (project / "runs" / "smoke" / "phantom").exists()  # nothing synthetic was made
-    assert (project / "runs" / "smoke" / "curated" / "manifest.json").is_file()
-    results = (project / "runs" / "smoke" / "results" / "synthesis_quality.csv").read_text()
+    run_dir = project / record.run_dir  # keyed by the data source and the parameters
+    assert run_dir.parent == project / "runs" and run_dir.name.startswith("smoke-")
+    assert not (run_dir / "phantom").exists()  # nothing synthetic was made
+    assert (run_dir / "curated" / "manifest.json").is_file()
+    results = (run_dir / "results" / "synthesis_quality.csv").read_text()
     assert "table1" in results and "gene_control" not in results
