@@ -19,3 +19,8 @@ class StaleRunError(TrainingError):
 
 class OutputError(RadiolibError, ValueError):
     """An output path cannot be written without damaging what is already there."""
+
+
+class MissingRunError(TrainingError):
+    """A trained run that an analysis reads is missing, unfinished or made with other settings;
+    the message names the run and what trains it."""

@@ -259,7 +259,8 @@ def gan_learner(
     times ``steps``.
     """
     from radiolib.bench import training_step_flops
-    from radiolib.train import load_generator, train_models
+    from radiolib.runs import load_generator
+    from radiolib.train import train_models
 
     def learn(cohort: Any, cfg: Profile, seed: int) -> tuple[dict[str, Any], dict]:
         cfg_s = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=int(steps)))

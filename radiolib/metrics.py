@@ -995,7 +995,7 @@ class SynthesisEvaluation:
     per_pair: pd.DataFrame  # evaluate_pairs rows of every (method, seed), with a ``seed`` column
     results: pd.DataFrame  # tidy: section, method, seed, measure, value, low, high, n
     panel: dict  # one background, several donors' genes: method -> syntheses (counterfactuals)
-    runs: pd.DataFrame | None = None  # evaluate_runs: radiolib.train.inspect_runs of the runs
+    runs: pd.DataFrame | None = None  # evaluate_runs: radiolib.runs.inspect_runs of the runs
 
 
 def _row(
@@ -1051,7 +1051,7 @@ def evaluate_synthesis(
 ) -> SynthesisEvaluation:
     """The paper's Table 1 protocol and the study's own measures for trained GANs.
 
-    ``gans`` maps ``(method, seed)`` to a trained GAN (``radiolib.train.load_generator``);
+    ``gans`` maps ``(method, seed)`` to a trained GAN (``radiolib.runs.load_generator``);
     ``cfg`` is the :class:`~radiolib.config.Profile`; ``truth`` the phantom's
     :class:`~radiolib.data.phantom.PhantomTruth` (None on real data: the truth-based measures
     are left out). Pairs are held-out donors' genes with held-out backgrounds
@@ -1308,11 +1308,11 @@ def evaluate_runs(
     (method and seed read from each checkpoint), evaluate, and write ``results.csv``,
     ``per_pair.csv`` and ``runs.csv`` into ``out`` when given. ``result.runs`` says which runs
     are unfinished; a run of another cohort, or two of the same model and seed, raise
-    (:func:`radiolib.train.inspect_runs`)."""
+    (:func:`radiolib.runs.inspect_runs`)."""
     from radiolib.config import resolve_device
     from radiolib.data.curate import load_curated
     from radiolib.io import atomic_write, check_folder_path
-    from radiolib.train import inspect_runs, load_generator
+    from radiolib.runs import inspect_runs, load_generator
 
     device = resolve_device(device)
     if out is not None:

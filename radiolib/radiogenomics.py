@@ -799,7 +799,8 @@ def signal_sweep(
     """
     from radiolib.data.curate import curate_cohort
     from radiolib.data.phantom import load_truth
-    from radiolib.train import load_generator, train_models
+    from radiolib.runs import load_generator
+    from radiolib.train import train_models
 
     cfg = workspace.profile
     seed = cfg.train.seeds[0] if seed is None else int(seed)

@@ -119,7 +119,7 @@ def load_run(
     cohort's genes or image size."""
     from radiolib.data.curate import load_curated
     from radiolib.models.inpainting import InpaintingGAN
-    from radiolib.train import load_checkpoint, load_generator
+    from radiolib.runs import load_checkpoint, load_generator
 
     run = Path(checkpoint)
     if not run.is_dir():

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -48,30 +47,27 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from radiolib.config import ModelConfig, Profile, resolve_device
+from radiolib.config import Profile, resolve_device
 from radiolib.errors import StaleRunError, TrainingError
 from radiolib.io import atomic_write, check_folder_path, read_json, write_json
+from radiolib.runs import (
+    CHECKPOINT,
+    CHECKPOINT_FORMAT,
+    DONE,
+    LOG,
+    PREVIOUS_CHECKPOINT,
+    TENSORBOARD,
+    cohort_identity,
+    fingerprint,
+    last_logged,
+    load_checkpoint,
+)
 
 if TYPE_CHECKING:
     from radiolib.data.curate import CuratedCohort
     from radiolib.models import GAN
 
-CHECKPOINT = "checkpoint.pt"
-PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the checkpoint before the newest, kept to fall back
-CHECKPOINT_FORMAT = 1
 SAMPLE_COUNT = 8  # images in each sample grid
-TENSORBOARD = "tensorboard"  # event files for `tensorboard --logdir`, beside log.jsonl
-
-# Train settings that change neither the weights nor the data order: a run may resume with
-# different values of these (more steps, other logging), but not of anything else.
-_RESUMABLE_FIELDS = (
-    "steps",
-    "checkpoint_every",
-    "log_every",
-    "sample_every",
-    "seeds",
-    "num_workers",
-)
 
 
 @dataclass
@@ -343,65 +339,6 @@ def _seed_everything(seed: int) -> None:
 # --------------------------------------------------------------------------- the loop
 
 
-def cohort_identity(cohort: Any) -> dict[str, Any]:
-    """What a checkpoint records of the cohort it was trained on: a digest of its content
-    (:func:`_cohort_data`), its folder and sizes, so a run can tell its cohort from another."""
-    data = _cohort_data(cohort)
-    return {
-        "sha256": hashlib.sha256(
-            json.dumps(data, sort_keys=True, default=str).encode()
-        ).hexdigest(),
-        "path": str(getattr(cohort, "path", "")),
-        "patients": len(cohort.patients),
-        "n_genes": int(np.shape(cohort.genes)[1]),
-        "image_size": int(np.shape(cohort.tumour_images)[-1]),
-    }
-
-
-def _cohort_data(cohort: Any) -> dict[str, Any]:
-    manifest = getattr(cohort, "manifest", None) or {}
-    data = {
-        "patients": list(cohort.patients),
-        "split": [str(s) for s in np.asarray(cohort.split)],
-        "manifest": manifest,
-        "shapes": [
-            list(np.shape(cohort.genes)),
-            list(np.shape(cohort.tumour_images)),
-            list(np.shape(cohort.background_images)),
-        ],
-    }
-    if not manifest:  # an in-memory cohort: hash its arrays instead
-        h = hashlib.sha256()
-        for a in (
-            cohort.genes,
-            cohort.tumour_images,
-            cohort.tumour_masks,
-            cohort.background_images,
-        ):
-            h.update(np.ascontiguousarray(a).tobytes())
-        data["arrays"] = h.hexdigest()
-    return data
-
-
-def _fingerprint(
-    gan_name: str, n_genes: int, image_size: int, cohort: Any, cfg: Profile, seed: int
-) -> str:
-    """Hash of everything that decides the weights (not the step count or logging)."""
-    train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in _RESUMABLE_FIELDS}
-    data = _cohort_data(cohort)
-    blob = {
-        "gan": gan_name,
-        "n_genes": n_genes,
-        "image_size": image_size,
-        "seed": seed,
-        "model": dataclasses.asdict(cfg.model),
-        "train": train,
-        "data": data,
-    }
-    text = json.dumps(blob, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def _prefixed(terms: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     if "total" not in terms:
         raise TrainingError(f"the model's {prefix}loss dict has no 'total' term: {list(terms)}")
@@ -546,26 +483,6 @@ class _Loop:
             if self.scaler is None:
                 self.scaler = torch.amp.GradScaler(self.device.split(":")[0])
             self.scaler.load_state_dict(ckpt["scaler"])
-
-
-def load_checkpoint(out: Path | str, device: str = "cpu", name: str = CHECKPOINT) -> dict[str, Any]:
-    """The checkpoint ``name`` of a run folder (``weights_only``: no pickled objects)."""
-    path = Path(out) / name
-    if not path.is_file():
-        raise TrainingError(f"no checkpoint in {Path(out)} (expected {path.name})")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
-        text = str(exc).strip()
-        why = (
-            "it holds more than tensors and plain values, which are never unpickled"
-            if text.startswith("Weights only load failed")
-            else (text.splitlines() or [type(exc).__name__])[0]
-        )
-        raise TrainingError(f"{path}: unreadable checkpoint ({why})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise TrainingError(f"{path}: not a radiolib checkpoint of format {CHECKPOINT_FORMAT}")
-    return ckpt
 
 
 def _resume_checkpoint(out: Path, announce: bool) -> tuple[dict[str, Any] | None, bool]:
@@ -741,8 +658,8 @@ def _train(
     t = cfg.train
     n_genes = int(np.shape(cohort.genes)[1])
     image_size = int(np.shape(cohort.tumour_images)[-1])
-    fp = _fingerprint(gan.name, n_genes, image_size, cohort, cfg, seed)
-    done_path = out / "done.json"
+    fp = fingerprint(gan.name, n_genes, image_size, cohort, cfg, seed)
+    done_path = out / DONE
     if resume and done_path.is_file():
         done = read_json(done_path)
         if done.get("fingerprint") == fp and done.get("steps") == t.steps:
@@ -777,13 +694,13 @@ def _train(
         if ckpt is None:  # a fresh run: nothing of an earlier one may be mistaken for its own
             done_path.unlink(missing_ok=True)
             (out / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)
-            (out / "log.jsonl").unlink(missing_ok=True)
+            (out / LOG).unlink(missing_ok=True)
             shutil.rmtree(out / TENSORBOARD, ignore_errors=True)
             for old in (out / "samples").glob("step_*.npz"):
                 old.unlink()
         else:
             done_path.unlink(missing_ok=True)
-            _trim_log(out / "log.jsonl", ckpt["step"])
+            _trim_log(out / LOG, ckpt["step"])
             if from_previous and (out / CHECKPOINT).is_file():
                 # moved aside, so that the next save does not push the good previous one out
                 os.replace(out / CHECKPOINT, out / f"{CHECKPOINT}.unreadable")
@@ -838,7 +755,7 @@ def _train(
             bar = tqdm(total=t.steps, initial=step, desc=f"train {gan.name}", unit="step")
         losses: dict[str, float] = {}
         window_seconds, window_steps = 0.0, 0
-        log_fh = open(out / "log.jsonl", "a") if world.main else None
+        log_fh = open(out / LOG, "a") if world.main else None
         board = None
         if world.main:
             from torch.utils.tensorboard import SummaryWriter
@@ -924,7 +841,7 @@ def _train(
 
         images_per_s = t.steps * t.batch_size / seconds if seconds > 0 else float("nan")
         if ckpt is not None and not losses:  # resumed at the last step: nothing left to run
-            losses = _last_logged(out)
+            losses = last_logged(out)
         if world.main:
             write_json(
                 done_path,
@@ -958,40 +875,6 @@ def _board_scalars(board: Any, record: dict[str, Any]) -> None:
     board.add_scalar("speed/images_per_s", record["images_per_s"], step)
     board.add_scalar("epoch", record["epoch"], step)
     board.flush()
-
-
-def _last_logged(out: Path) -> dict[str, float]:
-    path = out / "log.jsonl"
-    if not path.exists():
-        return {}
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    if not lines:
-        return {}
-    last = json.loads(lines[-1])
-    return {k: v for k, v in last.items() if k.startswith(("d_", "g_"))}
-
-
-def load_generator(out: Path | str, device: str = "cpu") -> GAN:
-    """The trained GAN of a run folder, in eval mode, carrying the EMA generator if kept.
-
-    Rebuilt with ``radiolib.models.build_gan`` from the name, gene count, image size and model
-    configuration stored in the checkpoint.
-    """
-    from radiolib.models import build_gan
-
-    device = resolve_device(device)
-    ckpt = load_checkpoint(out, device)
-    info = ckpt["gan"]
-    model_cfg = ModelConfig(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in info["model"].items()}
-    )
-    gan = build_gan(info["name"], int(info["n_genes"]), int(info["image_size"]), model_cfg)
-    generator = (
-        ckpt["generator_ema"] if ckpt.get("generator_ema") is not None else (ckpt["generator"])
-    )
-    gan.generator.load_state_dict(generator)
-    gan.discriminator.load_state_dict(ckpt["discriminator"])
-    return gan.to(device).eval()
 
 
 def build_for_cohort(model: str, cohort: Any, cfg: Profile, seed: int) -> GAN:
@@ -1065,66 +948,3 @@ def train_models(
                 }
             )
     return pd.DataFrame(rows)
-
-
-def _describe_cohort(identity: dict[str, Any]) -> str:
-    keys = ("path", "patients", "n_genes", "image_size")
-    return ", ".join(f"{k} {identity[k]}" for k in keys if k in identity)
-
-
-def inspect_runs(runs: Sequence[Path | str], cohort: Any) -> pd.DataFrame:
-    """What the run folders ``runs`` hold, checked against the cohort they are evaluated on.
-
-    One row per run: run (folder), model, seed, step (of its checkpoint), steps (it was
-    configured for) and finished (``step >= steps``). Raises :class:`StaleRunError` for a run
-    trained on another cohort, and :class:`TrainingError` for two runs of the same model and
-    seed (their results would overwrite each other).
-    """
-    here = cohort_identity(cohort)
-    rows: list[dict[str, Any]] = []
-    for run in map(Path, runs):
-        ckpt = load_checkpoint(run)
-        model, seed, step = str(ckpt["gan"]["name"]), int(ckpt["seed"]), int(ckpt["step"])
-        # checkpoints written before the cohort was recorded: compare the sizes only
-        trained = ckpt.get("cohort") or {
-            "n_genes": int(ckpt["gan"]["n_genes"]),
-            "image_size": int(ckpt["gan"]["image_size"]),
-        }
-        if any(trained[k] != here[k] for k in ("sha256", "n_genes", "image_size") if k in trained):
-            raise StaleRunError(
-                f"run {run} ({model}, seed {seed}) was trained on another cohort "
-                f"({_describe_cohort(trained)}), not on the cohort it is evaluated on "
-                f"({_describe_cohort(here)}); evaluate it with the cohort it was trained on"
-            )
-        twin = next((r["run"] for r in rows if (r["model"], r["seed"]) == (model, seed)), None)
-        if twin is not None:
-            raise TrainingError(
-                f"runs {twin} and {run} are both {model} with seed {seed}: their results would "
-                "overwrite each other; evaluate them in separate calls (other --out folders)"
-            )
-        steps = int(ckpt["config"]["train"]["steps"])
-        rows.append(
-            {
-                "run": str(run),
-                "model": model,
-                "seed": seed,
-                "step": step,
-                "steps": steps,
-                "finished": step >= steps,
-            }
-        )
-    return pd.DataFrame(rows, columns=["run", "model", "seed", "step", "steps", "finished"])
-
-
-def read_log(out: Path | str) -> pd.DataFrame:
-    """The per-step log of a run (``log.jsonl``) as a frame, one row per logged step."""
-    path = Path(out) / "log.jsonl"
-    if not path.is_file():
-        raise TrainingError(f"no training log at {path}")
-    return pd.read_json(path, lines=True)
-
-
-def read_samples(out: Path | str) -> list[dict[str, np.ndarray]]:
-    """The sample grids a run saved as it trained, in step order (arrays in [0, 1])."""
-    found = sorted((Path(out) / "samples").glob("step_*.npz"))
-    return [dict(np.load(p)) for p in found]

@@ -20,16 +20,8 @@ from torch import nn
 
 import radiolib
 from radiolib.errors import CohortError, StaleRunError, TrainingError
-from radiolib.train import (
-    PREVIOUS_CHECKPOINT,
-    GlobalBatchSampler,
-    TrainResult,
-    _Dist,
-    _Loop,
-    inspect_runs,
-    load_generator,
-    train,
-)
+from radiolib.runs import PREVIOUS_CHECKPOINT, inspect_runs, load_generator
+from radiolib.train import GlobalBatchSampler, TrainResult, _Dist, _Loop, train
 from tests.train_worker import tiny_cohort, tiny_gan, tiny_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -530,7 +522,8 @@ def test_other_models_train_and_reload(cohort, tmp_path, name):
 
 
 def test_train_models_runs_each_model_and_seed_and_reuses_them(cohort, tmp_path):
-    from radiolib.train import read_log, read_samples, train_models
+    from radiolib.runs import read_log, read_samples
+    from radiolib.train import train_models
 
     cfg = tiny_profile()
     folder = lambda model, seed: tmp_path / f"{model}-{seed}"  # noqa: E731

@@ -1,0 +1,37 @@
+"""radiolib.runs: reading finished runs without ever training."""
+
+from __future__ import annotations
+
+import pytest
+
+from radiolib.errors import MissingRunError
+from radiolib.runs import DONE, finished_runs
+from tests.train_worker import tiny_cohort, tiny_profile
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_finished_runs_reads_what_train_models_wrote_and_names_what_is_missing(tmp_path):
+    from radiolib.train import train_models
+
+    cohort, cfg = tiny_cohort(), tiny_profile(**{"train.steps": 2, "train.seeds": "0,1"})
+    folder = lambda model, seed: tmp_path / f"{model}-{seed}"  # noqa: E731
+    trained = train_models(cohort, cfg, folder, models=("proposed",), device="cpu")
+    found = finished_runs(cohort, cfg, folder, ("proposed",))
+    columns = ["model", "seed", "steps", "out", "g_total"]
+    assert found[columns].equals(trained[columns])
+    # never trains: a model without runs is named, with the notebook that trains it
+    with pytest.raises(MissingRunError, match=r"baseline seed 0 \(not trained.*02_training"):
+        finished_runs(cohort, cfg, folder, ("proposed", "baseline"))
+    assert not folder("baseline", 0).exists()
+    # other settings: more steps than the run has, or other data
+    with pytest.raises(MissingRunError, match=r"proposed seed 1 \(trained with other settings or data"):
+        finished_runs(cohort, tiny_profile(**{"train.steps": 3}), folder, ("proposed",), (1,))
+    with pytest.raises(MissingRunError, match="other settings or data"):
+        finished_runs(tiny_cohort(seed=1), cfg, folder, ("proposed",), (0,))
+    # a run killed before the end
+    (folder("proposed", 1) / DONE).unlink()
+    with pytest.raises(MissingRunError, match=r"proposed seed 1 \(unfinished"):
+        finished_runs(cohort, cfg, folder, ("proposed",))
+    with pytest.raises(ValueError, match="unknown model"):
+        finished_runs(cohort, cfg, folder, ("nonsense",))
