@@ -405,3 +405,17 @@ def test_genes_and_noise_change_the_synthesis(name):
     assert all(0 <= m.min() and m.max() <= 1 for m in base.weight_maps)
     detached = gan.generate(batch).detach()
     assert not detached.image.requires_grad and not detached.weight_maps[0].requires_grad
+
+
+def test_eval_mode_restores_the_mode_it_found():
+    from radiolib.models import eval_mode
+
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3))
+    for training in (True, False):
+        net.train(training)
+        with eval_mode(net) as inside:
+            assert inside is net and not net.training
+        assert net.training is training
+    with pytest.raises(RuntimeError), eval_mode(net.train()):
+        raise RuntimeError("inside")
+    assert net.training

@@ -66,6 +66,18 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode inside the block (batch norm on its running statistics, no
+    dropout), then back in the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 class GAN(nn.Module):
     """Base class: a generator, a discriminator, and the paper's conditional losses.
 
@@ -266,6 +278,7 @@ __all__ = [
     "VARIANTS",
     "Synthesis",
     "build_gan",
+    "eval_mode",
     "frozen",
     "generator_sizes",
 ]
