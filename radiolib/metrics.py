@@ -53,7 +53,8 @@ PAPER_TABLE1 = pd.DataFrame(
     index=pd.Index(["inpainting", "baseline", "proposed"], name="method"),
 )
 
-TRAITS = ("diameter_mm", "attenuation_hu", "margin_sharpness")
+# the traits measure_traits reads on a slice (the phantom's hidden traits are another set)
+MEASURED_TRAITS = ("diameter_mm", "attenuation_hu", "margin_sharpness")
 _SSIM_WIN = 7  # skimage's default window; regions smaller than this get NaN metrics
 
 
@@ -94,13 +95,6 @@ def psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> floa
     """Peak signal-to-noise ratio in dB with data range 1; ``inf`` for identical images."""
     m = mse(a, b, region)
     return float("inf") if m == 0 else float(10.0 * np.log10(1.0 / m))
-
-
-def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Full SSIM map (H, W) of scikit-image's ``structural_similarity(data_range=1)``."""
-    a, b, _ = _check_pair(a, b, None)
-    _, full = structural_similarity(a, b, data_range=1.0, full=True)
-    return full
 
 
 def ssim(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> float:
