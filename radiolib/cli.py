@@ -97,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from radiolib.metrics import evaluate_runs
+    from radiolib.evaluation import evaluate_runs
 
     truth = None
     if args.truth:

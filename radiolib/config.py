@@ -107,7 +107,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """Synthesis quality (``radiolib.metrics``) and the radiogenomic map."""
+    """Synthesis quality (``radiolib.evaluation``) and the radiogenomic map."""
 
     pairs: int = 256  # held-out (gene, background) pairs per method
     bootstrap: int = 1000

@@ -3,7 +3,7 @@
 Run on demand (``radiolib convergence``), not by ``make book``: for every model and training
 seed, one run is trained to the first step count of the grid, evaluated, continued to the next
 step count (the trainer resumes from its checkpoint), evaluated again, and so on. Each
-evaluation is the study's own (:func:`radiolib.metrics.evaluate_synthesis` on the same held-out
+evaluation is the study's own (:func:`radiolib.evaluation.evaluate_synthesis` on the same held-out
 pairs, and the gene code's agreement with the hidden subtypes), so the curves show the numbers
 the book reports, against steps. The profile's ``train.steps`` is chosen where they flatten.
 """
@@ -61,8 +61,10 @@ def convergence_study(
     phantom's ``truth`` is given. ``on_step`` receives the frame so far after each grid point
     (to save it: a study stopped part way keeps the step counts it finished).
     """
-    from radiolib import metrics, radiogenomics
+    from radiolib import radiogenomics
     from radiolib.config import resolve_device
+    from radiolib.evaluation import evaluate_synthesis
+    from radiolib.metrics import PSNR_CAP_DB
     from radiolib.train import build_for_cohort, train
 
     device = resolve_device(device)
@@ -78,13 +80,13 @@ def convergence_study(
                 gan = build_for_cohort(model, cohort, at, seed)
                 train(gan, cohort, at, Path(run_dir(model, seed)), seed, device, progress=progress)
                 gans[(model, seed)] = gan.eval()
-        ev = metrics.evaluate_synthesis(cohort, at, gans, truth=truth, device=device)
+        ev = evaluate_synthesis(cohort, at, gans, truth=truth, device=device)
         res = ev.results
         for (model, seed), _ in gans.items():
             mine = res[(res.method == model) & (res.seed == str(seed))]
             pooled = ev.per_pair[(ev.per_pair.method == model) & (ev.per_pair.seed == seed)]
             values = {("table1", m): pooled[m].mean() for m in ("mse", "ssim")} | {
-                ("table1", "psnr"): np.minimum(pooled["psnr"], metrics.PSNR_CAP_DB).mean(),
+                ("table1", "psnr"): np.minimum(pooled["psnr"], PSNR_CAP_DB).mean(),
                 ("background_kept", "mse"): pooled["bg_mse"].mean(),
                 ("background_kept", "ssim"): pooled["bg_ssim"].mean(),
                 ("mask", "area_px"): pooled["mask_px"].mean(),

@@ -1,4 +1,5 @@
-"""Tests of radiolib.metrics: every number against scikit-image, scipy or a hand computation."""
+"""Tests of radiolib.metrics and of the evaluation built on it (radiolib.pairs, radiolib.evaluation,
+radiolib.subtype_classifier): every number against scikit-image, scipy or a hand computation."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ from skimage.metrics import (
     peak_signal_noise_ratio,
     structural_similarity,
 )
+from torch import nn
 
+from radiolib import evaluation as E
 from radiolib import metrics as M
+from radiolib import pairs as P
+from radiolib import subtype_classifier as SC
 from radiolib.config import get_profile
 
 
@@ -122,17 +127,17 @@ def test_table1_caps_psnr_and_compares_with_paper():
             "psnr": [np.inf, 20.0, 10 * np.log10(50), 23.0, 21.0],
         }
     )
-    t = M.table1(df, n=200)
+    t = E.table1(df, n=200)
     assert t.loc["proposed", "mse"] == pytest.approx(0.01)
     assert t.loc["proposed", "psnr_capped"] == 1
     assert t.loc["proposed", "psnr"] == pytest.approx((100 + 20 + 10 * np.log10(50)) / 3)
     assert t.loc["baseline", "n"] == 2
     assert t.loc["baseline", "ssim_low"] <= 0.725 <= t.loc["baseline", "ssim_high"]
-    side = M.compare_with_paper(t)
+    side = E.compare_with_paper(t)
     assert side.loc[("proposed", "ssim"), "paper"] == 0.88
     assert side.loc[("proposed", "ssim"), "ours"] == pytest.approx(0.9)
     assert np.isnan(side.loc[("inpainting", "mse"), "ours"])
-    assert M.PAPER_TABLE1.loc["inpainting", "psnr"] == 20.94
+    assert E.PAPER_TABLE1.loc["inpainting", "psnr"] == 20.94
 
 
 # ------------------------------------------------------------------ realism
@@ -228,12 +233,12 @@ def test_subtype_classifier_learns_and_is_deterministic():
         labels.append(label)
     imgs, labels = np.stack(imgs).astype(np.float32), np.array(labels)
     state = torch.get_rng_state()
-    m1 = M.train_subtype_classifier(imgs[:32], labels[:32], steps=80, seed=1)
+    m1 = SC.train_subtype_classifier(imgs[:32], labels[:32], steps=80, seed=1)
     assert torch.equal(state, torch.get_rng_state())  # global RNG untouched
-    m2 = M.train_subtype_classifier(imgs[:32], labels[:32], steps=80, seed=1)
+    m2 = SC.train_subtype_classifier(imgs[:32], labels[:32], steps=80, seed=1)
     for p1, p2 in zip(m1.parameters(), m2.parameters(), strict=True):
         assert torch.equal(p1, p2)
-    assert M.classifier_accuracy(m1, imgs[32:], labels[32:]) >= 0.9
+    assert SC.classifier_accuracy(m1, imgs[32:], labels[32:]) >= 0.9
 
 
 # ------------------------------------------------------------------ counterfactual, diversity
@@ -273,13 +278,14 @@ class _Out:
     mask: torch.Tensor
 
 
-class DiskPainterGAN:
+class DiskPainterGAN(nn.Module):
     """Stand-in with the GAN evaluation interface: paints a centred disk whose brightness is
     the first gene, radius the second, and leaves the rest of the background unchanged."""
 
     name = "proposed"
 
     def __init__(self, inpaint: bool = False):
+        super().__init__()
         self.inpaint = inpaint
         self.name = "inpainting" if inpaint else "proposed"
 
@@ -312,8 +318,8 @@ def test_synthesize_and_evaluate_pairs():
     cfg = get_profile("smoke")
     pairs = _eval_pairs()
     synths = {
-        "proposed": M.synthesize_pairs(DiskPainterGAN(), pairs, batch_size=4),
-        "inpainting": M.synthesize_pairs(
+        "proposed": P.synthesize_pairs(DiskPainterGAN(), pairs, batch_size=4),
+        "inpainting": P.synthesize_pairs(
             DiskPainterGAN(inpaint=True), pairs, batch_size=4, inpaint_margin=1.2
         ),
     }
@@ -322,9 +328,9 @@ def test_synthesize_and_evaluate_pairs():
     assert s["method"] == "proposed"
     radius = 1.2 * np.sqrt(pairs["real_mask"].sum((1, 2)) / np.pi)
     np.testing.assert_allclose(s["hole_radius"], radius)
-    keep = M.background_keep_region(synths, dilation_px=cfg.model.erosion_px)
+    keep = P.background_keep_region(synths, dilation_px=cfg.model.erosion_px)
     assert not (keep & synths["inpainting"]["hole"]).any()
-    frames = [M.evaluate_pairs(m, synths[m], pairs, cfg, keep) for m in synths]
+    frames = [P.evaluate_pairs(m, synths[m], pairs, cfg, keep) for m in synths]
     df = pd.concat(frames, ignore_index=True)
     assert len(df) == 12
     # the painter leaves the kept region untouched: only float rounding of 2x - 1 remains
@@ -344,7 +350,7 @@ def test_synthesize_and_evaluate_pairs():
         prop[["donor_diameter_mm"]].rename(columns=lambda c: c[6:]),
     )
     assert r.loc["diameter_mm", "rho"] > 0.8
-    t = M.table1(df, n=100)
+    t = E.table1(df, n=100)
     assert set(t.index) == {"proposed", "inpainting"} and t.loc["proposed", "psnr_capped"] == 0
 
 
@@ -352,11 +358,11 @@ def test_pairs_validation():
     pairs = _eval_pairs()
     del pairs["genes"]
     with pytest.raises(ValueError, match="genes"):
-        M.synthesize_pairs(DiskPainterGAN(), pairs)
+        P.synthesize_pairs(DiskPainterGAN(), pairs)
     pairs = _eval_pairs()
     pairs["real_mask"][1] = 0
     with pytest.raises(ValueError, match=r"pairs \[1\]"):
-        M.synthesize_pairs(DiskPainterGAN(), pairs)
+        P.synthesize_pairs(DiskPainterGAN(), pairs)
 
 
 def test_bootstrap_over_donors_covers_what_pairs_cannot():
@@ -398,16 +404,16 @@ def test_table1_names_its_units():
             "seed": [0, 1, 0, 1, 0, 1],
         }
     )
-    t = M.table1(df, ["mse"], n=50)
+    t = E.table1(df, ["mse"], n=50)
     assert t.loc["a", "units"] == "3 donor_patient x 2 seed"
-    assert M.table1(df.drop(columns=["donor_patient", "seed"]), ["mse"], n=50).loc[
+    assert E.table1(df.drop(columns=["donor_patient", "seed"]), ["mse"], n=50).loc[
         "a", "units"
     ] == ("pairs")
 
 
 def test_anchors_bound_table1():
     pairs = _eval_pairs()
-    anchors = M.anchor_syntheses(pairs)
+    anchors = P.anchor_syntheses(pairs)
     bg, real = pairs["background"], pairs["real_mask"].astype(bool)
     assert np.array_equal(anchors["unchanged"]["image"], bg)
     assert anchors["unchanged"]["mask"].sum() == 0
@@ -426,7 +432,7 @@ def test_mechanism_per_pair_reads_maps_inside_and_outside_the_mask():
     fine[1] = 0.3
     coarse = np.full((n, s, s), 0.5, np.float32)
     synth = {"mask": mask, "weight_maps": [coarse, fine], "weight_levels": [8, 16]}
-    out = M.mechanism_per_pair(synth, dilation_px=5)
+    out = P.mechanism_per_pair(synth, dilation_px=5)
     assert list(out["mask_px"]) == [16, 0] and list(out["mask_empty"]) == [0, 1]
     assert out.loc[0, "w16_inside"] == pytest.approx(0.9)
     assert out.loc[0, "w16_outside"] == pytest.approx(0.1)
@@ -450,9 +456,9 @@ def test_verdicts_only_when_intervals_are_apart():
             for s, m, k, v, lo, hi in rows
         ]
     )
-    v = M.verdicts(results, "table1", "a", "b")["verdict"]
+    v = E.verdicts(results, "table1", "a", "b")["verdict"]
     assert v["mse"] == "a better"  # lower MSE, intervals apart
     assert v["ssim"] == "not resolved"
     assert v["psnr"] == "b better"
     with pytest.raises(ValueError, match="no pooled rows"):
-        M.verdicts(results, "realism", "a", "b")
+        E.verdicts(results, "realism", "a", "b")
