@@ -411,7 +411,7 @@ def _draw_tumour(
 
 
 def render_patient(
-    traits: pd.Series, seed: int, index: int, matrix: int = 256
+    traits: pd.Series, seed: int, index: int, matrix: int
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """One patient's CT ``(hu (nz, ny, nx) float32, tumour mask (nz, ny, nx) uint8, geometry)``.
 

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
+from radiolib.config import PhantomConfig
+
 from .streams import VERSION, stream
 
 TRAITS: tuple[str, ...] = (
@@ -28,6 +30,8 @@ TRAITS: tuple[str, ...] = (
     "elongation",
 )
 NUISANCE: tuple[str, ...] = ("sex", "batch", "proliferation", "immune", "stromal")
+
+_DEFAULT = PhantomConfig()  # the profiles' phantom defaults
 
 # ---------------------------------------------------------------------------------------------
 # Calibration constants (computed offline once; nothing is read from the reference data at run
@@ -320,7 +324,10 @@ def _round_trip(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def simulate_biology(
-    patients: int = 48, seed: int = 0, subtypes: int = 3, signal: float = 1.0
+    patients: int = _DEFAULT.patients,
+    seed: int = _DEFAULT.seed,
+    subtypes: int = _DEFAULT.subtypes,
+    signal: float = _DEFAULT.signal,
 ) -> tuple[PhantomTruth, pd.DataFrame]:
     """Hidden subtypes, traits and nuisance factors, and the expression table they produce.
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from radiolib.config import PhantomConfig
 from radiolib.errors import CohortError, OutputError
 from radiolib.io import check_folder_path, read_json, write_json
 
@@ -39,6 +40,7 @@ from .tables import (
 )
 
 MARKER_FILE = "radiolib_phantom.json"
+_DEFAULT = PhantomConfig()  # the profiles' phantom defaults
 
 
 @dataclass
@@ -157,15 +159,16 @@ def _mark(root: Path, params: dict, complete: bool) -> None:
 
 def write_phantom(
     out: str | os.PathLike,
-    patients: int = 48,
-    seed: int = 0,
-    subtypes: int = 3,
-    signal: float = 1.0,
-    matrix: int = 256,
+    patients: int = _DEFAULT.patients,
+    seed: int = _DEFAULT.seed,
+    subtypes: int = _DEFAULT.subtypes,
+    signal: float = _DEFAULT.signal,
+    matrix: int = _DEFAULT.matrix,
     progress: bool = True,
 ) -> PhantomSummary:
     """Write the synthetic cohort to ``out`` (layout in :mod:`radiolib.data.phantom`).
 
+    The parameters are the fields of :class:`radiolib.config.PhantomConfig`, with its defaults.
     ``out`` must be empty, new or a phantom (see the module docstring): anything else raises
     :class:`~radiolib.errors.OutputError` before a file is touched. Patient folders are written
     to a temporary folder and renamed; tables with :func:`radiolib.io.atomic_write`. Patient
