@@ -27,7 +27,8 @@ DEFAULT_PROFILE = "quick"
 
 @dataclass(frozen=True)
 class PhantomConfig:
-    """The synthetic cohort written by ``radiolib.data.phantom``."""
+    """The synthetic cohort written by ``radiolib.data.phantom`` (its defaults are the
+    phantom's: ``write_phantom`` and ``simulate_biology`` take theirs from here)."""
 
     patients: int = 48
     seed: int = 0

@@ -477,25 +477,13 @@ def seg_dataset(ct: Any, mask: np.ndarray, model: str) -> Any:
     """A BINARY DICOM SEG (highdicom) of ``mask`` ``(S, S)`` on the CT image ``ct``, one segment
     'Synthetic nodule', its frame referencing ``ct`` (kept when empty, so it always decodes)."""
     import highdicom as hd
-    from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
     import radiolib
+    from radiolib.data.phantom import nodule_segment_description
 
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=f"radiolib {model} GAN",
-        version=radiolib.__version__,
-        family=codes.cid7162.ArtificialIntelligence,
-    )
-    segment = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label="Synthetic nodule",
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Neoplasm,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algorithm,
-        tracking_uid=generate_uid(),
-        tracking_id="Synthetic nodule 1",
+    segment = nodule_segment_description(
+        "Synthetic nodule", f"radiolib {model} GAN", radiolib.__version__, generate_uid()
     )
     with warnings.catch_warnings():
         # cohort ids such as 'R01-001' are one name component, which highdicom flags

@@ -22,6 +22,7 @@ from sklearn.model_selection import cross_val_score
 
 from radiolib import cli
 from radiolib.data import phantom as ph
+from radiolib.data.phantom import anatomy, biology, dicom, folder, streams, tables
 from radiolib.errors import CohortError, OutputError
 from tests.conftest import PHANTOM_MATRIX as MATRIX
 from tests.conftest import PHANTOM_PATIENTS as PATIENTS
@@ -86,15 +87,15 @@ def test_layout_and_summary(cohort, truth):
 
 
 def test_fast_encoder_matches_dcmwrite():
-    geo = ph._draw_geometry(np.random.default_rng(0), 64)
-    uids = {n: ph._uid(0, "R01-001", n) for n in ("study", "ct", "seg", "frame")}
-    template = ph._ct_template(geo, "R01-001", "F", uids, 0)
+    geo = anatomy._draw_geometry(np.random.default_rng(0), 64)
+    uids = {n: dicom._uid(0, "R01-001", n) for n in ("study", "ct", "seg", "frame")}
+    template = dicom._ct_template(geo, "R01-001", "F", uids, 0)
     pixels = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
-    own = ph._slice_elements(geo, 2, ph._uid(0, "R01-001", "ct", 2), pixels)
-    fast = ph._SeriesEncoder(template, own).encode(ph._file_meta(own.SOPInstanceUID), own)
-    full = ph._slice_elements(geo, 2, own.SOPInstanceUID, pixels)
+    own = dicom._slice_elements(geo, 2, dicom._uid(0, "R01-001", "ct", 2), pixels)
+    fast = dicom._SeriesEncoder(template, own).encode(dicom._file_meta(own.SOPInstanceUID), own)
+    full = dicom._slice_elements(geo, 2, own.SOPInstanceUID, pixels)
     full.update(template)
-    full.file_meta = ph._file_meta(own.SOPInstanceUID)
+    full.file_meta = dicom._file_meta(own.SOPInstanceUID)
     buf = io.BytesIO()
     pydicom.dcmwrite(buf, full, enforce_file_format=True)
     assert fast == buf.getvalue()
@@ -169,7 +170,7 @@ def test_tumour_inside_lung_at_its_location(cohort, truth):
         assert np.linalg.norm(np.array([z, y, x]) - centre) < 0.35 * row["diameter_mm"] + max(
             geo_axes
         )
-        assert row["lobe"] == ph._lobe(centre)
+        assert row["lobe"] == anatomy._lobe(centre)
         assert (x < 0) == row["lobe"].startswith("R")
         assert clinical.loc[pid, f"Tumor Location (choice={row['lobe']})"] == "Checked"
         mean_hu.append(float(hu[m].mean()))
@@ -215,7 +216,7 @@ def test_truth_round_trip(cohort, truth):
 
 def test_clinical_table(cohort, truth):
     clinical = pd.read_csv(cohort[0] / ph.CLINICAL_FILE, keep_default_na=False)
-    assert list(clinical.columns) == ph._CLINICAL_COLUMNS and clinical.columns[0] == "Case ID"
+    assert list(clinical.columns) == tables._CLINICAL_COLUMNS and clinical.columns[0] == "Case ID"
     clinical = clinical.set_index("Case ID")
     pats = truth.patients
     assert (clinical["Gender"] == pats["sex"].map({"M": "Male", "F": "Female"})).all()
@@ -246,7 +247,7 @@ def test_determinism(cohort, tmp_path):
     h0 = ph.render_patient(row, SEED, 0, 64)[0]
     h1 = ph.render_patient(row, SEED + 1, 0, 64)[0]
     assert h0.shape != h1.shape or not np.array_equal(h0, h1)
-    assert ph._uid(SEED, "R01-001", "ct") != ph._uid(SEED + 1, "R01-001", "ct")
+    assert dicom._uid(SEED, "R01-001", "ct") != dicom._uid(SEED + 1, "R01-001", "ct")
 
 
 def test_rewrite_removes_stale_patients_and_an_interrupted_write_is_marked(tmp_path, monkeypatch):
@@ -263,7 +264,7 @@ def test_rewrite_removes_stale_patients_and_an_interrupted_write_is_marked(tmp_p
     assert ph.phantom_status(tmp_path)["complete"]
 
     # killed while writing the third patient: the marker says so, readers refuse the folder
-    write_patient, calls = ph._write_patient, []
+    write_patient, calls = folder.write_patient, []
 
     def dying(*args, **kwargs):
         calls.append(args[1])
@@ -271,7 +272,7 @@ def test_rewrite_removes_stale_patients_and_an_interrupted_write_is_marked(tmp_p
             raise KeyboardInterrupt
         return write_patient(*args, **kwargs)
 
-    monkeypatch.setattr(ph, "_write_patient", dying)
+    monkeypatch.setattr(folder, "write_patient", dying)
     with pytest.raises(KeyboardInterrupt):
         ph.write_phantom(tmp_path, patients=4, seed=1, matrix=64, progress=False)
     monkeypatch.undo()
@@ -288,7 +289,7 @@ def test_rewrite_removes_stale_patients_and_an_interrupted_write_is_marked(tmp_p
     assert len(ph.load_truth(tmp_path).patients) == 4
     assert ph.phantom_status(tmp_path) == {
         "complete": True,
-        "version": ph._VERSION,
+        "version": streams.VERSION,
         "params": {"patients": 4, "seed": 0, "subtypes": 3, "signal": 1.0, "matrix": 64},
     }
 
@@ -340,7 +341,7 @@ def test_raw_genes_hide_subtypes_but_linked_genes_carry_them():
 
 
 def test_trait_marginals_follow_calibration():
-    pats = ph._draw_patients(3000, seed=1, subtypes=3)
+    pats = biology._draw_patients(3000, seed=1, subtypes=3)
     assert pats["diameter_mm"].between(8, 45).all()
     assert abs((pats["spiculation"] < 0.2).mean() - 0.674) < 0.08  # LIDC spiculation 1
     assert abs((pats["margin_sharpness"] >= 0.8).mean() - 0.413) < 0.08  # LIDC margin 5
@@ -360,7 +361,7 @@ def test_trait_marginals_follow_calibration():
 
 def test_cohort_spacing_at_full_matrix():
     for i in range(200):
-        geo = ph._draw_geometry(np.random.default_rng([0, i]), 256)
+        geo = anatomy._draw_geometry(np.random.default_rng([0, i]), 256)
         assert 0.6 <= geo.dx <= 0.9 and geo.dz in (1.25, 1.5, 2.0, 2.5)
         assert 90 - geo.dz <= geo.nz * geo.dz <= 130 + geo.dz
         assert geo.cavity[1] <= geo.matrix * geo.dx / 2 - 10 + 1e-9  # lungs fit the AP extent
