@@ -11,7 +11,11 @@
 * **MathJax without the bundles no page loads.** ``sphinx-mathjax-offline`` copies the whole
   MathJax distribution (24 MB); the pages load one combined bundle (``mathjax_path``), which
   fetches its fonts and extensions from the component folders. The other combined bundles
-  (``tex-svg-full.js`` ...) are removed; every component folder stays.
+  (``tex-svg-full.js`` ...) are removed; every component folder stays. The speech rule engine
+  (``sre/``, read aloud by the accessibility menu) keeps the rules of the book's language only
+  (``language`` in ``_config.yml``'s Sphinx settings, English by default) and the Nemeth braille
+  rules, not those of 11 other languages.
+* **No source maps.** The theme's ``*.map`` files serve only a developer's debugger (3.4 MB).
 
 The book stays offline: nothing is loaded from a CDN.
 """
@@ -75,10 +79,31 @@ def _drop_unused_mathjax_bundles(app: Any, exception: Exception | None) -> None:
             bundle.unlink()
 
 
+def _drop_other_speech_languages(app: Any, exception: Exception | None) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    maps = Path(app.outdir) / "_static" / "mathjax" / "sre" / "mathmaps"
+    keep = f"{(app.config.language or 'en').split('_')[0]}.json"
+    if not (maps / keep).is_file():
+        return  # a language the speech rules do not have: leave them all
+    for rules in maps.glob("*.json"):
+        if rules.name not in (keep, "base.json", "nemeth.json"):  # Nemeth: braille
+            rules.unlink()
+
+
+def _drop_source_maps(app: Any, exception: Exception | None) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    for source_map in (Path(app.outdir) / "_static").rglob("*.map"):
+        source_map.unlink()
+
+
 def setup(app: Any) -> dict[str, Any]:
     app.connect("html-page-context", _load_on_figure_pages)
     app.connect("build-finished", _write_plotly_js)
     app.connect("build-finished", _slim_notebook_downloads)
     # after sphinx-mathjax-offline has copied MathJax (its handler has the default priority 500)
     app.connect("build-finished", _drop_unused_mathjax_bundles, priority=900)
+    app.connect("build-finished", _drop_other_speech_languages, priority=900)
+    app.connect("build-finished", _drop_source_maps, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -267,6 +267,9 @@ def test_the_book_ships_plotly_js_once_and_collapses_plumbing(project):
     mathjax = html / "_static" / "mathjax"
     assert (mathjax / "tex-chtml.js").is_file() and (mathjax / "output" / "svg").is_dir()
     assert not [p.name for p in mathjax.glob("tex-*.js") if p.name != "tex-chtml.js"]
+    speech = sorted(p.name for p in (mathjax / "sre" / "mathmaps").glob("*.json"))
+    assert speech == ["base.json", "en.json", "nemeth.json"]
+    assert not list((html / "_static").rglob("*.map"))  # no source maps
     # plumbing is one click away: the parameters cells whole, the set-up cell's code
     assert page.count("tag_hide-cell") == 2 and page.count("tag_hide-input") == 1
     assert "set up" in page
