@@ -173,12 +173,13 @@ def cmd_compare_maps(args: argparse.Namespace) -> int:
         )
         maps.write_tidy(frame, Path(args.out))
     else:
+        from radiolib import sweeps
         from radiolib.study import open_workspace
 
         ws = open_workspace(
             args.profile, device=args.device, overrides=parse_assignments(args.param)
         )
-        frame = maps.compare_maps(
+        frame = sweeps.compare_maps(
             ws, seeds=seeds, gan_models=gans, steps=args.steps, out=Path(args.out)
         )
     table = maps.summary_table(frame, maps.SUMMARY_MEASURES)

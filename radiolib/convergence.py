@@ -61,10 +61,10 @@ def convergence_study(
     phantom's ``truth`` is given. ``on_step`` receives the frame so far after each grid point
     (to save it: a study stopped part way keeps the step counts it finished).
     """
-    from radiolib import radiogenomics
     from radiolib.config import resolve_device
     from radiolib.evaluation import evaluate_synthesis
     from radiolib.metrics import PSNR_CAP_DB
+    from radiolib.radiogenomics import codes, ground_truth
     from radiolib.train import build_for_cohort, train
 
     device = resolve_device(device)
@@ -99,10 +99,10 @@ def convergence_study(
                 values[("weight_map", "inside_mean")] = pooled[f"{level}_inside"].mean()
                 values[("weight_map", "outside_mean")] = pooled[f"{level}_outside"].mean()
             if truth is not None:
-                subtypes = radiogenomics.truth_table(truth, cohort.patients)["subtype"]
-                code = radiogenomics.gene_codes(gans[(model, seed)], cohort.genes)
-                labels = radiogenomics.cluster(code, cfg.evaluation.clusters, seed)
-                agreement = radiogenomics.cluster_agreement(labels, subtypes.to_numpy())
+                subtypes = ground_truth.truth_table(truth, cohort.patients)["subtype"]
+                code = codes.gene_codes(gans[(model, seed)], cohort.genes)
+                labels = codes.cluster(code, cfg.evaluation.clusters, seed)
+                agreement = codes.cluster_agreement(labels, subtypes.to_numpy())
                 values[("map", "ari")] = agreement["ari"]
             rows += [
                 {

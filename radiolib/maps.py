@@ -7,42 +7,52 @@ Five representations of each curated patient's expression are compared on the sa
 3. ``contrastive``: the gene encoder of a CLIP-style image-gene map, learnt without a
    generator (:mod:`radiolib.contrastive`);
 4. ``conventional``: the metagenes the three-step map links to image features on the training
-   split, standardised (:func:`radiolib.conventional.conventional_representation`).
+   split, standardised
+   (:func:`radiolib.radiogenomics.conventional.conventional_representation`).
 
-:func:`score_maps` scores any set of them with :func:`radiolib.radiogenomics.
-map_scores` (Ward clusters against the hidden subtypes: ``ari``, ``nmi``; linear
-probes of the six traits: ``r2_<trait>``, ``mean_r2``; gene attribution against the truly
-linked genes: ``attribution_auroc`` and friends, for every representation differentiable in
-the genes, i.e. all but the raw genes) and adds the representation's width (``dimensions``)
-and what learning it cost (``cpu_seconds``, ``wall_seconds``, ``flops``), in a tidy frame.
-Every map is learnt from the training split only (the GANs, the contrastive map, the
-conventional map's modules and choice of metagenes) and every representation is scored on all
-curated patients. :func:`compare_cohort` repeats this over training seeds on one cohort;
-:func:`compare_maps` over phantom settings (:func:`map_settings`), writing one tidy CSV.
-Neither runs inside a notebook's default run: they train several models per setting.
+:func:`score_maps` scores any set of them with :func:`radiolib.radiogenomics.scoring.map_scores`
+(Ward clusters against the hidden subtypes: ``ari``, ``nmi``; linear probes of the six traits:
+``r2_<trait>``, ``mean_r2``; gene attribution against the truly linked genes:
+``attribution_auroc`` and friends, for every representation differentiable in the genes, i.e.
+all but the raw genes) and adds the representation's width (``dimensions``) and what learning
+it cost (``cpu_seconds``, ``wall_seconds``, ``flops``), in a tidy frame. Every map is learnt
+from the training split only (the GANs, the contrastive map, the conventional map's modules and
+choice of metagenes) and every representation is scored on all curated patients.
+:func:`compare_cohort` repeats this over training seeds on one cohort, with GANs read from
+finished runs (:func:`finished_gans`: never trains). The comparison over phantom settings
+(:func:`map_settings`, :func:`comparison_plan`) trains GANs per setting and runs on demand:
+:func:`radiolib.sweeps.compare_maps` (``radiolib compare-maps``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from torch import nn
 
+from radiolib.bench import training_step_flops
 from radiolib.config import Profile
+from radiolib.contrastive import fit_contrastive
 from radiolib.io import atomic_write
-from radiolib.radiogenomics import RAW, map_scores, representations, truth_table
+from radiolib.radiogenomics import codes, conventional, ground_truth, scoring
+from radiolib.runs import finished_runs, load_generator
+
+if TYPE_CHECKING:
+    from radiolib.data.curate import CuratedCohort
+    from radiolib.data.phantom import PhantomTruth
+    from radiolib.study import Workspace
 
 TIDY_COLUMNS = ("representation", "seed", "measure", "value")
 SETTING_COLUMNS = ("signal", "phantom_seed", "subtypes")
 COST_MEASURES = ("cpu_seconds", "wall_seconds", "flops")
 CONTRASTIVE = "contrastive"
 CONVENTIONAL = "conventional"
-MAP_COMPARISON = "map_comparison.csv"  # compare_maps' default file in the results folder
+MAP_COMPARISON = "map_comparison.csv"  # the comparison's default file in the results folder
 FALLBACK = "no_link_fallback"  # conventional only: 1 when no link survived (all metagenes used)
 
 # the table a reader wants first: subtypes, traits, genes, cost
@@ -52,9 +62,9 @@ Costs = Mapping[str, Mapping[str, float]]
 
 
 def score_maps(
-    cohort: Any,
-    maps: Mapping[str, Any],
-    truth: Any,
+    cohort: CuratedCohort,
+    maps: Mapping[str, nn.Module],
+    truth: PhantomTruth,
     cfg: Profile,
     seed: int = 0,
     costs: Costs | None = None,
@@ -62,9 +72,10 @@ def score_maps(
     """Every number of the map for the raw genes and each of ``maps`` (name -> an object with
     ``gene_code(genes (B, G)) -> (B, D)``: a GAN, a contrastive map, a metagene code).
 
-    Returns a tidy frame, columns :data:`TIDY_COLUMNS` (:func:`radiolib.radiogenomics.
+    Returns a tidy frame, columns :data:`TIDY_COLUMNS` (:func:`radiolib.radiogenomics.scoring.
     map_scores` of one seed, ``seed`` the scoring seed): the measures of
-    :func:`radiolib.radiogenomics.score_representations` (clusters: ``cfg.evaluation.clusters``;
+    :func:`radiolib.radiogenomics.scoring.score_representations` (clusters:
+    ``cfg.evaluation.clusters``;
     NaN attribution for the raw genes), then ``dimensions`` and the :data:`COST_MEASURES` plus
     any other measure named in ``costs`` (``{representation: {measure: value}}``); a cost not
     given is NaN, except the raw genes', which cost nothing to learn (0). Rows are grouped by
@@ -73,17 +84,17 @@ def score_maps(
     if truth is None:
         raise ValueError("scoring the maps needs the phantom's truth (hidden subtypes, traits)")
     costs = dict(costs or {})
-    unknown = [n for n in costs if n != RAW and n not in maps]
+    unknown = [n for n in costs if n != codes.RAW and n not in maps]
     if unknown:
         raise ValueError(f"costs name representations {unknown} that are not among the maps")
-    scored = map_scores(cohort, {int(seed): maps}, truth, cfg)
-    dims = {name: x.shape[1] for name, x in representations(cohort, maps).items()}
+    scored = scoring.map_scores(cohort, {int(seed): maps}, truth, cfg)
+    dims = {name: x.shape[1] for name, x in codes.representations(cohort, maps).items()}
     measures = list(COST_MEASURES)
     for given in costs.values():
         measures += [m for m in given if m not in measures]
     rows = []
     for name, width in dims.items():
-        given = dict.fromkeys(COST_MEASURES, 0.0 if name == RAW else np.nan)
+        given = dict.fromkeys(COST_MEASURES, 0.0 if name == codes.RAW else np.nan)
         given.update(costs.get(name, {}))
         rows.append((name, int(seed), "dimensions", float(width)))
         rows += [(name, int(seed), m, float(given.get(m, np.nan))) for m in measures]
@@ -93,17 +104,17 @@ def score_maps(
     return frame.reset_index(drop=True)
 
 
-def n_subtypes(truth: Any, patients: Sequence[str]) -> int:
+def n_subtypes(truth: PhantomTruth, patients: Sequence[str]) -> int:
     """Number of hidden subtypes among ``patients`` (the clusters the maps are asked for)."""
-    return int(truth_table(truth, patients)["subtype"].nunique())
+    return int(ground_truth.truth_table(truth, patients)["subtype"].nunique())
 
 
-GanLearner = Callable[[Any, Profile, int], tuple[Mapping[str, Any], Costs]]
+GanLearner = Callable[["CuratedCohort", Profile, int], tuple[Mapping[str, nn.Module], Costs]]
 
 
 def compare_cohort(
-    cohort: Any,
-    truth: Any,
+    cohort: CuratedCohort,
+    truth: PhantomTruth,
     cfg: Profile,
     seeds: Iterable[int],
     gans: GanLearner | None = None,
@@ -116,9 +127,6 @@ def compare_cohort(
     :func:`score_maps` with as many clusters as hidden subtypes. Returns the tidy frame of every
     seed.
     """
-    from radiolib.contrastive import fit_contrastive
-    from radiolib.conventional import conventional_representation
-
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("give at least one seed")
@@ -126,7 +134,7 @@ def compare_cohort(
     if k < 2:
         raise ValueError(f"the cohort's patients hold {k} hidden subtype; clusters need >= 2")
     cfg_k = dataclasses.replace(cfg, evaluation=dataclasses.replace(cfg.evaluation, clusters=k))
-    conv = conventional_representation(cohort, cfg)
+    conv = conventional.conventional_representation(cohort, cfg)
     conv_costs = {
         "cpu_seconds": conv.cpu_seconds,
         "wall_seconds": conv.wall_seconds,
@@ -136,7 +144,7 @@ def compare_cohort(
     frames = []
     for seed in seeds:
         fit = fit_contrastive(cohort, cfg, seed)
-        maps: dict[str, Any] = {}
+        maps: dict[str, nn.Module] = {}
         costs: dict[str, Mapping[str, float]] = {}
         if gans is not None:
             learnt, gan_costs = gans(cohort, cfg, seed)
@@ -194,12 +202,13 @@ def map_settings(cfg: Profile) -> pd.DataFrame:
     return pd.DataFrame(list(dict.fromkeys(rows)), columns=list(SETTING_COLUMNS))
 
 
-def comparison_plan(workspace: Any, settings: pd.DataFrame, steps: int) -> pd.DataFrame:
+def comparison_plan(workspace: Workspace, settings: pd.DataFrame, steps: int) -> pd.DataFrame:
     """Where each setting's cohort and GAN runs live; one row per setting.
 
     Columns: the :data:`SETTING_COLUMNS`; ``changed`` (``{"signal": s, ...}``: the parameters
     that differ from the profile's, as given to :meth:`radiolib.study.Workspace.phantom`; empty
-    for the study's own phantom); ``curated`` (the study's own curated folder, else
+    for the study's own phantom); ``phantom`` (its folder, :meth:`radiolib.study.Workspace.
+    phantom_dir`); ``curated`` (the study's own curated folder, else
     ``curated-<name>`` with the phantom's variant name, e.g. ``curated-signal0.25``, which the
     signal sweep uses too); ``tag`` (model folder tag: ``""`` for the study's own models when
     ``steps`` equals ``train.steps``, else ``<name>-steps<n>``, the profile's signal naming
@@ -237,6 +246,7 @@ def comparison_plan(workspace: Any, settings: pd.DataFrame, steps: int) -> pd.Da
                 "phantom_seed": value["seed"],
                 "subtypes": value["subtypes"],
                 "changed": changed,
+                "phantom": workspace.phantom_dir(**changed),
                 "curated": workspace.run_dir / f"curated-{name}" if name else workspace.curated,
                 "tag": "" if own else f"{name or main}-steps{int(steps)}",
             }
@@ -247,90 +257,34 @@ def comparison_plan(workspace: Any, settings: pd.DataFrame, steps: int) -> pd.Da
     return plan
 
 
-def gan_learner(
-    workspace: Any, tag: str, models: Sequence[str], steps: int, progress: bool = False
-) -> GanLearner:
-    """A ``gans`` argument of :func:`compare_cohort`: train (or reuse) ``models`` for ``steps``
-    steps into ``workspace.model_dir(model, seed, tag)`` and load them.
+def finished_gans(workspace: Workspace, tag: str, models: Sequence[str], steps: int) -> GanLearner:
+    """A ``gans`` argument of :func:`compare_cohort`: the finished runs of ``models`` trained
+    for ``steps`` steps in ``workspace.model_dir(model, seed, tag)``, loaded. Never trains
+    (:func:`radiolib.runs.finished_runs`): a missing run raises
+    :class:`radiolib.errors.MissingRunError` naming notebook 02.
 
-    Costs: ``wall_seconds`` the training time the run records (summed over sessions, also for
-    a reused run); ``cpu_seconds`` the process's CPU time when trained in this call, NaN when
-    reused; ``flops`` one training step counted (:func:`radiolib.bench.training_step_flops`)
-    times ``steps``.
+    Costs: ``wall_seconds`` the training time the run records (summed over sessions);
+    ``cpu_seconds`` NaN (a run trained elsewhere records no CPU time); ``flops`` one training
+    step counted (:func:`radiolib.bench.training_step_flops`) times ``steps``.
     """
-    from radiolib.bench import training_step_flops
-    from radiolib.runs import load_generator
-    from radiolib.train import train_models
 
-    def learn(cohort: Any, cfg: Profile, seed: int) -> tuple[dict[str, Any], dict]:
-        cfg_s = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=int(steps)))
+    def read(cohort: CuratedCohort, cfg: Profile, seed: int) -> tuple[dict[str, nn.Module], dict]:
+        cfg_s = scoring.with_steps(cfg, steps)
+        trained = finished_runs(
+            cohort, cfg_s, lambda m, s: workspace.model_dir(m, s, tag=tag), models, seeds=[seed]
+        )
         gans, costs = {}, {}
-        for model in models:
-            out = workspace.model_dir(model, seed, tag=tag)
-            cpu0 = time.process_time()
-            row = train_models(
-                cohort,
-                cfg_s,
-                lambda m, s: workspace.model_dir(m, s, tag=tag),
-                [model],
-                seeds=[seed],
-                device=workspace.device,
-                progress=progress,
-            ).iloc[0]
-            cpu = np.nan if bool(row["skipped"]) else time.process_time() - cpu0
-            gans[model] = load_generator(out)
-            costs[model] = {
-                "cpu_seconds": cpu,
-                "wall_seconds": float(row["seconds"]),
-                "flops": float(training_step_flops(model, cfg_s, len(cohort.gene_names)) * steps),
+        for run in trained.itertuples():
+            gans[run.model] = load_generator(run.out)
+            step_flops = training_step_flops(run.model, cfg_s, len(cohort.gene_names))
+            costs[run.model] = {
+                "cpu_seconds": np.nan,
+                "wall_seconds": float(run.seconds),
+                "flops": float(step_flops * steps),
             }
         return gans, costs
 
-    return learn
-
-
-def compare_maps(
-    workspace: Any,
-    settings: pd.DataFrame | None = None,
-    seeds: Sequence[int] | None = None,
-    gan_models: Sequence[str] = (),
-    steps: int | None = None,
-    out: str | Path | None = None,
-    progress: bool = False,
-) -> pd.DataFrame:
-    """The maps compared on several phantoms (default :func:`map_settings`) with several
-    training seeds (default ``evaluation.map_seeds``), written as one tidy CSV.
-
-    For each setting (:func:`comparison_plan`) the phantom is written and curated with the
-    profile's curation (both reused when unchanged), and :func:`compare_cohort` scores the
-    contrastive and conventional maps and, with ``gan_models``, those GANs trained for
-    ``steps`` (default ``evaluation.map_steps``; finished runs reused). Returns and writes
-    (atomically, to ``out``, default ``<results>/map_comparison.csv``) the frame with columns
-    :data:`SETTING_COLUMNS` then :data:`TIDY_COLUMNS`.
-    """
-    from radiolib.data.curate import curate_cohort
-    from radiolib.data.phantom import load_truth
-
-    cfg = workspace.profile
-    settings = map_settings(cfg) if settings is None else settings
-    seeds = list(cfg.evaluation.map_seeds if seeds is None else seeds)
-    steps = cfg.evaluation.map_steps if steps is None else int(steps)
-    plan = comparison_plan(workspace, settings, steps)
-    path = Path(out) if out is not None else workspace.results / MAP_COMPARISON
-    frames = []
-    for run in plan.itertuples(index=False):
-        raw = workspace.phantom(progress=progress, **run.changed)
-        cohort = curate_cohort(raw, run.curated, cfg.curation, progress=progress)
-        learner = (
-            gan_learner(workspace, run.tag, gan_models, steps, progress) if gan_models else None
-        )
-        part = compare_cohort(cohort, load_truth(raw), cfg, seeds, learner)
-        for k, column in enumerate(SETTING_COLUMNS):
-            part.insert(k, column, getattr(run, column))
-        frames.append(part)
-    frame = pd.concat(frames, ignore_index=True)
-    write_tidy(frame, path)
-    return frame
+    return read
 
 
 def write_tidy(frame: pd.DataFrame, path: str | Path) -> Path:

@@ -517,7 +517,7 @@ def _line_panels(
 
 def sweep_figure(sweep: pd.DataFrame, metrics: list[str], title: str = "") -> go.Figure:
     """One panel per metric: its value against the signal, one line per representation
-    (``sweep``: the tidy frame of ``radiogenomics.signal_sweep``)."""
+    (``sweep``: the tidy frame of ``radiogenomics.scoring.signal_sweep``)."""
     return _line_panels(sweep, "signal", "representation", "metric", metrics, title)
 
 

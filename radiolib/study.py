@@ -129,12 +129,7 @@ class Workspace:
             "signal": p.signal if signal is None else float(signal),
             "matrix": p.matrix,
         }
-        variant = [
-            f"{name}{params[name]:g}"
-            for name, given in (("signal", signal), ("seed", seed), ("subtypes", subtypes))
-            if given is not None
-        ]
-        out = self.run_dir / "-".join(["phantom", *variant]) if variant else self.raw
+        out = self.phantom_dir(signal, seed, subtypes)
         stamp = out.with_name(out.name + ".json")
         if stamp.is_file() and read_json(stamp) == params and out.is_dir():
             return out
@@ -142,6 +137,16 @@ class Workspace:
         write_phantom(out, progress=progress, **params)
         write_json(stamp, params)
         return out
+
+    def phantom_dir(
+        self, signal: float | None = None, seed: int | None = None, subtypes: int | None = None
+    ) -> Path:
+        """Where :meth:`phantom` keeps the phantom with these parameters (written or not):
+        ``phantom-signal<s>-seed<n>-subtypes<k>`` with only the given parameters in the name,
+        the study's own :attr:`raw` with none given."""
+        given = (("signal", signal), ("seed", seed), ("subtypes", subtypes))
+        variant = [f"{name}{float(value):g}" for name, value in given if value is not None]
+        return self.run_dir / "-".join(["phantom", *variant]) if variant else self.raw
 
     def model_dir(self, model: str, seed: int, tag: str = "") -> Path:
         """``<run_dir>/models/<tag>/<model>-seed<seed>``; ``tag`` names a cohort variant."""

@@ -10,7 +10,6 @@ import pytest
 import torch
 from scipy import stats
 
-from radiolib import radiogenomics as R
 from radiolib.contrastive import (
     ContrastiveMap,
     ImageEncoder,
@@ -20,6 +19,7 @@ from radiolib.contrastive import (
     info_nce,
 )
 from radiolib.errors import CohortError
+from radiolib.radiogenomics import codes
 from tests.train_worker import tiny_profile
 
 S = 16  # image size of the planted cohort
@@ -129,13 +129,13 @@ def test_planted_gene_image_link_is_found():
     assert fit.losses.shape == (300,) and fit.losses[-20:].mean() < 0.6 * fit.losses[:20].mean()
     assert fit.flops > 0 and fit.cpu_seconds > 0
     # attribution puts the driving gene first
-    attribution = R.gene_attribution(fit.model, cohort.genes, target="variance")
+    attribution = codes.gene_attribution(fit.model, cohort.genes, target="variance")
     assert int(np.argmax(attribution)) == LINKED
     # the code's main axis orders the patients by that gene; an untrained map's does not
     d = cohort.genes[:, LINKED]
 
     def main_axis_rho(model) -> float:
-        code = R.gene_codes(model, cohort.genes)
+        code = codes.gene_codes(model, cohort.genes)
         pc1 = np.linalg.svd(code - code.mean(0))[0][:, 0]
         return abs(stats.spearmanr(pc1, d)[0])
 

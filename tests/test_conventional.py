@@ -1,5 +1,6 @@
-"""Tests of radiolib.conventional: planted modules driving planted image traits, hand-counted
-link scores, and the vendored real reference data."""
+"""Tests of the conventional map (radiolib.radiogenomics.conventional, reference, ground_truth):
+planted modules driving planted image traits, hand-counted link scores, and the vendored real
+reference data."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from radiolib import conventional as C
-from radiolib import radiogenomics as R
 from radiolib.config import get_profile
 from radiolib.errors import CohortError
+from radiolib.radiogenomics import codes, conventional, ground_truth, reference
 
 S = 32  # image size of the constructed cohort
 VOI_MM = 60.0
@@ -88,7 +88,7 @@ FEATURE_TRAITS = {"diameter_mm": "diameter_mm", "attenuation_hu": "solidity"}
 @pytest.fixture(scope="module")
 def planted():
     cohort = _cohort()
-    cmap = C.conventional_map(cohort, CFG, feature_sets=("measured",), min_module_size=5)
+    cmap = conventional.conventional_map(cohort, CFG, feature_sets=("measured",), min_module_size=5)
     return cohort, cmap
 
 
@@ -117,16 +117,18 @@ def test_module_metagenes_orders_by_size_and_checks_input():
         [f1 + 0.1 * rng.standard_normal((20, 4)), f2 + 0.1 * rng.standard_normal((20, 7))], 1
     )
     names = [f"g{i}" for i in range(11)]
-    mg, mods = C.module_metagenes(expr, names, [f"p{i}" for i in range(20)], min_module_size=3)
+    mg, mods = conventional.module_metagenes(
+        expr, names, [f"p{i}" for i in range(20)], min_module_size=3
+    )
     assert mods == {"M0": names[4:], "M1": names[:4]}
-    mg2, mods2 = C.module_metagenes(expr, names, range(20), n_modules=3)
+    mg2, mods2 = conventional.module_metagenes(expr, names, range(20), n_modules=3)
     assert mg2.shape == (20, 3) and sum(map(len, mods2.values())) == 11  # n_modules keeps all
     with pytest.raises(ValueError, match="no co-expression module"):
-        C.module_metagenes(expr, names, range(20), min_module_size=8)
+        conventional.module_metagenes(expr, names, range(20), min_module_size=8)
     with pytest.raises(ValueError, match=r"\(P, G\)"):
-        C.module_metagenes(expr, names[:5], range(20))
+        conventional.module_metagenes(expr, names[:5], range(20))
     with pytest.raises(ValueError, match="cut"):
-        C.module_metagenes(expr, names, range(20), cut=2.5)
+        conventional.module_metagenes(expr, names, range(20), cut=2.5)
 
 
 # ------------------------------------------------------------------ step 2
@@ -134,7 +136,7 @@ def test_module_metagenes_orders_by_size_and_checks_input():
 
 def test_image_features_use_each_patients_largest_slice():
     cohort = _cohort(p=6, seed=3)
-    feats = C.image_features(cohort, CFG, ("measured", "radiomics"))
+    feats = conventional.image_features(cohort, CFG, ("measured", "radiomics"))
     measured, radiomics = feats["measured"], feats["radiomics"]
     assert list(measured.columns) == ["diameter_mm", "attenuation_hu", "margin_sharpness"]
     assert list(measured.index) == cohort.patients
@@ -146,7 +148,7 @@ def test_image_features_use_each_patients_largest_slice():
     assert stats.spearmanr(radiomics["firstorder_Mean"], cohort.e)[0] > 0.9
     assert all(radiomics[c].nunique() > 1 for c in radiomics.columns)
     with pytest.raises(ValueError, match="feature_sets"):
-        C.image_features(cohort, CFG, ("semantic",))
+        conventional.image_features(cohort, CFG, ("semantic",))
 
 
 # ------------------------------------------------------------------ step 3 and scoring
@@ -169,7 +171,9 @@ def test_planted_links_are_significant_and_noise_is_not(planted):
 
 def test_score_against_truth_counts_by_hand(planted):
     cohort, cmap = planted
-    scores = C.score_against_truth(cmap, _truth(cohort.gene_names), cohort, FEATURE_TRAITS)
+    scores = ground_truth.score_against_truth(
+        cmap, _truth(cohort.gene_names), cohort, FEATURE_TRAITS
+    )
     s = scores["measured"]
     # claimed: A0..A9 -> diameter_mm (A7..A9 are subtype genes: false), B0..B9 -> solidity;
     # true: A0..A6 diameter, B0..B9 solidity, N0..N4 lobulation (never claimed)
@@ -183,24 +187,26 @@ def test_score_against_truth_counts_by_hand(planted):
     per = s["per_trait"]
     assert per.loc["diameter_mm"].tolist() == [7, 10, 7, 3]
     assert per.loc["lobulation"].tolist() == [5, 0, 0, 0]
-    table = C.recovery_table(scores, signal=1.0)
-    assert list(table.columns[:6]) == list(C.MAP_LINKS_COLUMNS)
+    table = ground_truth.recovery_table(scores, signal=1.0)
+    assert list(table.columns[:6]) == list(ground_truth.MAP_LINKS_COLUMNS)
     assert table.loc[0, "approach"] == "conventional (measured)"
     with pytest.raises(ValueError, match="not phantom traits"):
-        C.score_against_truth(cmap, _truth(cohort.gene_names), cohort, {"diameter_mm": "size"})
+        ground_truth.score_against_truth(
+            cmap, _truth(cohort.gene_names), cohort, {"diameter_mm": "size"}
+        )
 
 
 def test_true_links_and_module_composition(planted):
     cohort, cmap = planted
     truth = _truth(cohort.gene_names)
-    true = C.true_trait_links(truth, cohort.gene_names)
+    true = ground_truth.true_trait_links(truth, cohort.gene_names)
     assert len(true) == 22 and ("A0", "diameter_mm") in true and ("A7", "diameter_mm") not in true
-    assert C.true_trait_links(truth, ["B0", "Z9"]) == {("B0", "solidity")}
-    comp = C.module_composition(cmap.modules, truth)
+    assert ground_truth.true_trait_links(truth, ["B0", "Z9"]) == {("B0", "solidity")}
+    comp = ground_truth.module_composition(cmap.modules, truth)
     a = next(m for m, g in cmap.modules.items() if "A0" in g)
     assert comp.loc[a, "genes"] == 10 and comp.loc[a, "diameter_mm"] == 7
     assert comp.loc[a, "subtype"] == 3 and comp.loc[a, "solidity"] == 0
-    shares = C.module_composition(cmap.modules, truth, share=True)
+    shares = ground_truth.module_composition(cmap.modules, truth, share=True)
     assert shares.loc[a, "diameter_mm"] == pytest.approx(0.7) and shares.loc[a, "genes"] == 10
     np.testing.assert_allclose(shares.drop(columns="genes").sum(axis=1), 1.0)
 
@@ -212,42 +218,42 @@ def test_correlate_adjusts_each_feature_set_separately():
     f1 = pd.DataFrame(rng.standard_normal((25, 4)), index=idx)
     f2 = pd.DataFrame(rng.standard_normal((25, 2)), index=idx, columns=["x", "y"])
     f2["y"] = mg["M1"] + 0.01 * rng.standard_normal(25)
-    map_df, sig = C.correlate({"one": f1, "two": f2}, mg, alpha=0.05)
+    map_df, sig = conventional.correlate({"one": f1, "two": f2}, mg, alpha=0.05)
     assert len(map_df) == 3 * 4 + 3 * 2
     for name in ("one", "two"):
         part = map_df[map_df["feature_set"] == name]
-        np.testing.assert_allclose(part["q"], R.benjamini_hochberg(part["p"].to_numpy()))
+        np.testing.assert_allclose(part["q"], conventional.benjamini_hochberg(part["p"].to_numpy()))
     assert ("two", "y", "M1") in set(
         zip(sig["feature_set"], sig["feature"], sig["metagene"], strict=True)
     )
     with pytest.raises(ValueError, match="alpha"):
-        C.correlate({"one": f1}, mg, alpha=1.5)
+        conventional.correlate({"one": f1}, mg, alpha=1.5)
 
 
 def test_conventional_map_rejects_misshaped_genes():
     cohort = _cohort(p=8)
     cohort.genes = cohort.genes[:5]
     with pytest.raises(CohortError, match="8 patients"):
-        C.conventional_map(cohort, CFG, feature_sets=("measured",))
+        conventional.conventional_map(cohort, CFG, feature_sets=("measured",))
 
 
 def test_link_tables_side_by_side(tmp_path):
     ours = pd.DataFrame(
         [["conventional (measured)", 1.0, 5, 20, 0.1, 0.2, 25, 50]],
-        columns=[*C.MAP_LINKS_COLUMNS, "claimed_links", "true_links"],
+        columns=[*ground_truth.MAP_LINKS_COLUMNS, "claimed_links", "true_links"],
     )
     other = pd.DataFrame(
         [["end-to-end", 0.5, 1, 2, 0.0, 0.3], ["end-to-end", 1.0, 9, 9, 0.2, 0.5]],
-        columns=list(C.MAP_LINKS_COLUMNS),
+        columns=list(ground_truth.MAP_LINKS_COLUMNS),
     )
-    both = C.side_by_side(ours, other)
-    assert list(both.columns) == list(C.MAP_LINKS_COLUMNS)
+    both = ground_truth.side_by_side(ours, other)
+    assert list(both.columns) == list(ground_truth.MAP_LINKS_COLUMNS)
     assert both["approach"].tolist() == ["end-to-end", "conventional (measured)", "end-to-end"]
-    assert C.side_by_side(ours, None).shape == (1, 6)
-    again = pd.read_csv(C.write_map_links(ours, tmp_path / "ours.csv"))
+    assert ground_truth.side_by_side(ours, None).shape == (1, 6)
+    again = pd.read_csv(ground_truth.write_map_links(ours, tmp_path / "ours.csv"))
     pd.testing.assert_frame_equal(again, ours)
     with pytest.raises(ValueError, match="recall"):
-        C.write_map_links(ours.drop(columns=["recall"]), tmp_path / "bad.csv")
+        ground_truth.write_map_links(ours.drop(columns=["recall"]), tmp_path / "bad.csv")
 
 
 # ------------------------------------------------------------------ helpers for real data
@@ -258,7 +264,7 @@ def test_partial_spearman_matches_rank_residuals():
     c = rng.standard_normal(60)
     a = c + rng.standard_normal(60)
     b = c + 0.5 * a + rng.standard_normal(60)
-    rho, p = C.partial_spearman(a, b, c)
+    rho, p = reference.partial_spearman(a, b, c)
     ra, rb, rc = (stats.rankdata(v) for v in (a, b, c))
     design = np.column_stack([np.ones(60), rc])
 
@@ -271,21 +277,21 @@ def test_partial_spearman_matches_rank_residuals():
     assert p == pytest.approx(2 * stats.t.sf(abs(t), 57))
     # a link carried only by the common driver vanishes once it is held fixed
     x, y = c + 0.1 * rng.standard_normal(60), c + 0.1 * rng.standard_normal(60)
-    assert stats.spearmanr(x, y)[0] > 0.9 and abs(C.partial_spearman(x, y, c)[0]) < 0.4
+    assert stats.spearmanr(x, y)[0] > 0.9 and abs(reference.partial_spearman(x, y, c)[0]) < 0.4
     a[:3] = np.nan
-    assert np.isfinite(C.partial_spearman(a, b, c)[0])
-    assert np.isnan(C.partial_spearman(a[:4], b[:4], c[:4])[0])
+    assert np.isfinite(reference.partial_spearman(a, b, c)[0])
+    assert np.isnan(reference.partial_spearman(a[:4], b[:4], c[:4])[0])
 
 
 def test_patient_number():
-    np.testing.assert_array_equal(C.patient_number(["R01-023", "AMC-101"]), [23.0, 101.0])
+    np.testing.assert_array_equal(reference.patient_number(["R01-023", "AMC-101"]), [23.0, 101.0])
     with pytest.raises(CohortError, match="R01-xyz"):
-        C.patient_number(["R01-xyz"])
+        reference.patient_number(["R01-xyz"])
 
 
 def test_clinical_labels_by_hand():
     clinical = pd.DataFrame(
-        {col: ["Unknown"] * 3 for col, _ in C.CLINICAL_LABELS.values()},
+        {col: ["Unknown"] * 3 for col, _ in reference.CLINICAL_LABELS.values()},
         index=pd.Index(["R01-001", "R01-002", "R01-003"], name="patient_id"),
     )
     clinical["EGFR mutation status"] = ["Mutant", "Wildtype", "Not collected"]
@@ -297,8 +303,8 @@ def test_clinical_labels_by_hand():
         "Adenocarcinoma",
         "NSCLC NOS (not otherwise specified)",
     ]
-    out = C.clinical_labels(clinical)
-    assert list(out.columns) == list(C.CLINICAL_LABELS)
+    out = reference.clinical_labels(clinical)
+    assert list(out.columns) == list(reference.CLINICAL_LABELS)
     np.testing.assert_array_equal(out["egfr_mutant"], [1.0, 0.0, np.nan])
     np.testing.assert_array_equal(out["ground_glass_percent"], [0.0, 37.5, np.nan])
     np.testing.assert_array_equal(out["pack_years"], [38.0, np.nan, np.nan])
@@ -306,10 +312,10 @@ def test_clinical_labels_by_hand():
     np.testing.assert_array_equal(out["squamous_histology"], [1.0, 0.0, np.nan])
     assert out["smoking"].isna().all()
     with pytest.raises(CohortError, match="Gender"):
-        C.clinical_labels(clinical.drop(columns=["Gender"]))
+        reference.clinical_labels(clinical.drop(columns=["Gender"]))
     clinical.loc["R01-002", "KRAS mutation status"] = "maybe"
     with pytest.raises(CohortError, match="R01-002.*maybe"):
-        C.clinical_labels(clinical)
+        reference.clinical_labels(clinical)
 
 
 def test_informative_features_by_hand():
@@ -322,7 +328,7 @@ def test_informative_features_by_hand():
             "ordinal": np.arange(20.0) % 3,
         }
     )
-    assert list(C.informative_features(df, min_minority=5).columns) == ["fine", "ordinal"]
+    assert list(reference.informative_features(df, min_minority=5).columns) == ["fine", "ordinal"]
 
 
 # ------------------------------------------------------------------ the vendored real data
@@ -330,17 +336,17 @@ def test_informative_features_by_hand():
 
 @pytest.fixture(scope="module")
 def real():
-    return C.real_reference_map()
+    return reference.real_reference_map()
 
 
 def test_reference_data_is_what_provenance_says():
-    ref = C.load_reference()
+    ref = reference.load_reference()
     assert ref.expression.shape == (436, 130)
     assert np.isfinite(ref.expression.to_numpy()).all()
     np.testing.assert_allclose(ref.expression.mean(axis=1), 0, atol=1e-9)  # z-scored per gene
     assert len(ref.semantic) == 120 and set(ref.semantic.index) <= set(ref.expression.columns)
     assert ref.clinical.shape == (211, 39)
-    assert (C.reference_dir() / "PROVENANCE.md").is_file()
+    assert (reference.reference_dir() / "PROVENANCE.md").is_file()
 
 
 def test_real_reference_map_shapes_and_counts(real):
@@ -350,7 +356,7 @@ def test_real_reference_map_shapes_and_counts(real):
     assert real.metagenes.shape == (130, c["metagenes"]) and c["metagenes"] >= 2
     genes = [g for gs in real.modules.values() for g in gs]
     assert len(genes) == len(set(genes)) == c["genes_in_modules"]
-    assert min(map(len, real.modules.values())) >= C.MIN_MODULE_SIZE
+    assert min(map(len, real.modules.values())) >= conventional.MIN_MODULE_SIZE
     assert len(real.features["semantic"]) == 120 and len(real.features["clinical"]) == 130
     assert "alk_translocated" not in real.features["clinical"]  # 2 translocated patients
     n_tests = (c["semantic_features"] + c["clinical_labels"]) * c["metagenes"]
@@ -368,29 +374,29 @@ def test_real_data_known_structure(real):
     assert stats.spearmanr(both.iloc[:, 0], both.iloc[:, 1])[0] < -0.7
     # histology is the strongest expression signal in NSCLC: it survives the FDR
     assert "squamous_histology" in set(real.significant["feature"])
-    check = C.enrolment_check(real)
+    check = reference.enrolment_check(real)
     assert len(check) == len(real.significant)
     assert check["partial_rho"].abs().max() <= 1.0
     first = check.iloc[0]
     feat = real.features[first.feature_set][first.feature].dropna()
-    order = C.patient_number(list(feat.index))
+    order = reference.patient_number(list(feat.index))
     assert first.feature_vs_order == pytest.approx(stats.spearmanr(feat, order)[0])
 
 
 def test_load_reference_reports_bad_folders(tmp_path):
     with pytest.raises(CohortError, match="expression"):
-        C.load_reference(tmp_path)
-    shutil.copy(C.reference_dir() / C.REFERENCE_EXPRESSION, tmp_path)
+        reference.load_reference(tmp_path)
+    shutil.copy(reference.reference_dir() / reference.REFERENCE_EXPRESSION, tmp_path)
     with pytest.raises(CohortError, match="AIM folder"):
-        C.load_reference(tmp_path)
-    path = tmp_path / C.REFERENCE_EXPRESSION
+        reference.load_reference(tmp_path)
+    path = tmp_path / reference.REFERENCE_EXPRESSION
     lines = path.read_text().splitlines()
     cells = lines[1].split(",")
     cells[3] = ""
     lines[1] = ",".join(cells)
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(CohortError, match="missing"):
-        C.load_reference(tmp_path)
+        reference.load_reference(tmp_path)
 
 
 def test_end_to_end_links_are_read_with_the_same_features_and_scored(planted):
@@ -406,11 +412,11 @@ def test_end_to_end_links_are_read_with_the_same_features_and_scored(planted):
         code_dim=6,
     )
     blind = LinearGeneCode(len(names), [names.index(f"N{i}") for i in range(5, 10)], code_dim=6)
-    table = C.end_to_end_link_table(
+    table = ground_truth.end_to_end_link_table(
         {"informed": informed, "blind": blind}, cohort, cmap, truth, signal=1.0
     )
     assert list(table.approach) == ["end to end (informed)", "end to end (blind)"]
-    assert set(C.MAP_LINKS_COLUMNS) <= set(table.columns)
+    assert set(ground_truth.MAP_LINKS_COLUMNS) <= set(table.columns)
     informed_row, blind_row = table.iloc[0], table.iloc[1]
     # 7 true diameter genes and 10 true solidity genes: as many claims, so k = 17 in all
     assert informed_row.claimed_links == blind_row.claimed_links == 17
@@ -419,10 +425,12 @@ def test_end_to_end_links_are_read_with_the_same_features_and_scored(planted):
     assert informed_row.recall > 2 * blind_row.recall
     # a code of the 7 diameter genes alone: its diameter claims are exactly those 7 genes
     diameter_only = LinearGeneCode(len(names), [names.index(f"A{i}") for i in range(7)], code_dim=6)
-    row = C.end_to_end_link_table({"d": diameter_only}, cohort, cmap, truth, 1.0).iloc[0]
+    row = ground_truth.end_to_end_link_table({"d": diameter_only}, cohort, cmap, truth, 1.0).iloc[0]
     assert row.true_positives == 7
     with pytest.raises(ValueError, match="no 'radiomics' features"):
-        C.end_to_end_link_table({"x": informed}, cohort, cmap, truth, 1.0, feature_set="radiomics")
+        ground_truth.end_to_end_link_table(
+            {"x": informed}, cohort, cmap, truth, 1.0, feature_set="radiomics"
+        )
 
 
 # ------------------------------------------------------------------ as a representation
@@ -436,13 +444,15 @@ def _split(cohort: SimpleNamespace, test: int) -> SimpleNamespace:
 
 def test_conventional_representation_uses_the_training_split():
     cohort = _split(_cohort(p=40, seed=1), test=10)
-    fit = C.conventional_representation(cohort, CFG, feature_sets=("measured",), min_module_size=5)
+    fit = conventional.conventional_representation(
+        cohort, CFG, feature_sets=("measured",), min_module_size=5
+    )
     train = cohort.patients[:30]
     assert list(fit.cmap.metagenes.index) == train  # the map never sees the test patients
     assert not fit.fallback and fit.linked == ["M0", "M1"]
     assert fit.cmap.modules["M0"] == [f"A{i}" for i in range(10)]
     assert fit.cmap.modules["M1"] == [f"B{i}" for i in range(10)]
-    code = R.gene_codes(fit.code, cohort.genes)
+    code = codes.gene_codes(fit.code, cohort.genes)
     assert code.shape == (40, 2) and fit.code.metagenes == ["M0", "M1"]
     # on the training patients: the map's own metagenes, standardised
     mg = fit.cmap.metagenes[fit.linked].to_numpy()
@@ -452,10 +462,10 @@ def test_conventional_representation_uses_the_training_split():
     assert stats.spearmanr(code[30:, 0], cohort.d[30:])[0] > 0.8
     assert stats.spearmanr(code[30:, 1], cohort.e[30:])[0] > 0.8
     # only the linked modules' genes move the code
-    attribution = R.gene_attribution(fit.code, cohort.genes, target="variance")
+    attribution = codes.gene_attribution(fit.code, cohort.genes, target="variance")
     used = np.array([g[0] in "AB" for g in cohort.gene_names])
     assert attribution[used].min() > 0 and attribution[~used].max() == 0
-    assert fit.flops == C.conventional_flops(30, 30) == 2 * 30 * 30**2 + 3 * 30**2
+    assert fit.flops == conventional.conventional_flops(30, 30) == 2 * 30 * 30**2 + 3 * 30**2
     assert fit.cpu_seconds > 0
 
 
@@ -465,14 +475,14 @@ def test_conventional_representation_falls_back_to_all_metagenes_without_links()
     shuffled = SimpleNamespace(
         **{**vars(cohort), "genes": cohort.genes[np.random.default_rng(3).permutation(40)]}
     )
-    fit = C.conventional_representation(
+    fit = conventional.conventional_representation(
         shuffled, CFG, feature_sets=("measured",), min_module_size=5
     )
     assert fit.fallback and fit.linked == [] and fit.cmap.significant.empty
     assert fit.code.metagenes == list(fit.cmap.metagenes.columns) == ["M0", "M1"]
-    assert R.gene_codes(fit.code, shuffled.genes).shape == (40, 2)
+    assert codes.gene_codes(fit.code, shuffled.genes).shape == (40, 2)
     few = _split(_cohort(p=6), test=3)
     with pytest.raises(CohortError, match="4 training patients"):
-        C.conventional_representation(few, CFG, feature_sets=("measured",))
+        conventional.conventional_representation(few, CFG, feature_sets=("measured",))
     with pytest.raises(ValueError, match="weight"):
-        C.MetageneCode(np.ones((3, 2)), np.ones(3), ["M0", "M1"])
+        conventional.MetageneCode(np.ones((3, 2)), np.ones(3), ["M0", "M1"])

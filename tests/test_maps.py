@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from radiolib import cli, maps
-from radiolib import radiogenomics as R
+from radiolib import cli, maps, sweeps
 from radiolib.config import get_profile
 from radiolib.data.phantom import load_truth
+from radiolib.radiogenomics import codes, scoring
 from tests.test_radiogenomics import LinearGeneCode, _planted_cohort, _workspace
 
 CFG = get_profile("smoke")
@@ -24,22 +24,22 @@ def test_score_maps_is_one_tidy_frame_for_every_representation():
     costs = {"proposed": {"cpu_seconds": 2.0, "flops": 10.0, "steps": 5.0}}
     frame = maps.score_maps(cohort, gans, truth, CFG, seed=3, costs=costs)
     assert tuple(frame.columns) == maps.TIDY_COLUMNS
-    assert list(dict.fromkeys(frame["representation"])) == [R.RAW, "baseline", "proposed"]
+    assert list(dict.fromkeys(frame["representation"])) == [codes.RAW, "baseline", "proposed"]
     assert (frame["seed"] == 3).all()
     assert not frame.duplicated(["representation", "measure"]).any()
     per_rep = frame.groupby("representation")["measure"].apply(frozenset)
     assert per_rep.nunique() == 1  # every representation has every measure
     value = frame.set_index(["representation", "measure"])["value"]
     # the numbers are score_representations' own
-    wide = R.score_representations(cohort, gans, truth, CFG, seed=3)
+    wide = scoring.score_representations(cohort, gans, truth, CFG, seed=3)
     for rep in wide.index:
         for measure in ("ari", "nmi", "mean_r2", "attribution_auroc"):
             np.testing.assert_equal(value[rep, measure], wide.loc[rep, measure])
     assert value["proposed", "ari"] > 0.9 and value["proposed", "attribution_auroc"] == 1.0
-    assert np.isnan(value[R.RAW, "attribution_auroc"])
+    assert np.isnan(value[codes.RAW, "attribution_auroc"])
     # widths and costs: raw genes learn nothing; a cost not given is unknown
-    assert [value[r, "dimensions"] for r in (R.RAW, "baseline", "proposed")] == [60, 8, 21]
-    assert value[R.RAW, "cpu_seconds"] == value[R.RAW, "flops"] == 0.0
+    assert [value[r, "dimensions"] for r in (codes.RAW, "baseline", "proposed")] == [60, 8, 21]
+    assert value[codes.RAW, "cpu_seconds"] == value[codes.RAW, "flops"] == 0.0
     assert np.isnan(value["baseline", "cpu_seconds"]) and np.isnan(value["baseline", "steps"])
     assert value["proposed", "cpu_seconds"] == 2.0 and value["proposed", "steps"] == 5.0
     assert np.isnan(value["proposed", "wall_seconds"])
@@ -120,13 +120,15 @@ def test_compare_maps_on_a_tiny_phantom(tmp_path, capsys):
     ws = _workspace(tmp_path, **{"contrastive.steps": 5})
     settings = pd.DataFrame({"signal": [1.0], "phantom_seed": [0], "subtypes": [4]})
     out = tmp_path / "comparison.csv"
-    frame = maps.compare_maps(ws, settings, seeds=[0, 1], gan_models=["proposed"], steps=2, out=out)
+    frame = sweeps.compare_maps(
+        ws, settings, seeds=[0, 1], gan_models=["proposed"], steps=2, out=out
+    )
     assert list(frame.columns) == [*maps.SETTING_COLUMNS, *maps.TIDY_COLUMNS]
     pd.testing.assert_frame_equal(pd.read_csv(out), frame, check_dtype=False)
     assert load_truth(tmp_path / "phantom-subtypes4").params["subtypes"] == 4
     assert (frame["subtypes"] == 4).all() and set(frame["seed"]) == {0, 1}
     reps = list(dict.fromkeys(frame["representation"]))
-    assert reps == [R.RAW, "proposed", maps.CONTRASTIVE, maps.CONVENTIONAL]
+    assert reps == [codes.RAW, "proposed", maps.CONTRASTIVE, maps.CONVENTIONAL]
     value = frame.set_index(["seed", "representation", "measure"])["value"]
     for seed in (0, 1):
         for rep in reps:
@@ -142,7 +144,7 @@ def test_compare_maps_on_a_tiny_phantom(tmp_path, capsys):
     # FLOPs depend on the sizes, not on the seed
     assert value[0, maps.CONTRASTIVE, "flops"] == value[1, maps.CONTRASTIVE, "flops"]
     # a second call reuses the GAN runs: same scores, CPU time unknown
-    again = maps.compare_maps(ws, settings, seeds=[0], gan_models=["proposed"], steps=2, out=out)
+    again = sweeps.compare_maps(ws, settings, seeds=[0], gan_models=["proposed"], steps=2, out=out)
     second = again.set_index(["seed", "representation", "measure"])["value"]
     assert np.isnan(second[0, "proposed", "cpu_seconds"])
     assert second[0, "proposed", "ari"] == value[0, "proposed", "ari"]
