@@ -3,7 +3,7 @@ import pandas as pd
 import plotly.io as pio
 import pytest
 
-from radiolib import plots
+from radiolib import map_figures, plots
 
 
 def test_book_renderer_draws_with_the_pages_plotly_js_and_nothing_from_a_cdn():
@@ -51,7 +51,7 @@ def test_grey_levels_window_and_the_bytes_they_save():
 
 def test_embedding_panels_keep_each_points_colour():
     labels = np.array([0, 1, 1, 2])
-    fig = plots.embedding_panels(
+    fig = map_figures.embedding_panels(
         {"raw": np.random.rand(4, 2), "code": np.random.rand(4, 2)},
         labels,
         ["p1", "p2", "p3", "p4"],
@@ -149,6 +149,6 @@ def test_sweep_figure_one_line_per_representation():
             "value": [0.0, 0.1, 0.3, 0.6],
         }
     )
-    fig = plots.sweep_figure(sweep, ["ari"])
+    fig = map_figures.sweep_figure(sweep, ["ari"])
     assert [t.name for t in fig.data] == ["raw genes", "proposed"]
     assert list(fig.data[1].y) == [0.3, 0.6] and fig.data[1].error_y.array is None

@@ -467,11 +467,11 @@ def test_signal_sweep_reading_names_what_is_missing_and_never_trains(swept):
 
 
 def test_browsers_follow_their_controls():
-    from radiolib import plots
+    from radiolib import map_figures, plots
 
     images = np.stack([np.full((8, 8), v) for v in (0.0, 0.25, 0.5, 0.75)])
     masks = np.zeros((4, 8, 8))
-    box = plots.cluster_browser(images, masks, np.array([1, 0, 1, 1]), ["a", "b", "c", "d"])
+    box = map_figures.cluster_browser(images, masks, np.array([1, 0, 1, 1]), ["a", "b", "c", "d"])
     choose, slider, caption, picture = box.children
     assert caption.value.startswith("cluster 0: b (1 of 1)") and slider.max == 0
     choose.value = 1
@@ -486,7 +486,7 @@ def test_browsers_follow_their_controls():
         calls.append((a, b))
         return np.stack([images[a], images[b], images[b]]), np.zeros((3, 8, 8))
 
-    box = plots.interpolation_browser(["a", "b", "c", "d"], frames, 0, 2, 3)
+    box = map_figures.interpolation_browser(["a", "b", "c", "d"], frames, 0, 2, 3)
     pickers, slider, caption, picture = box.children
     assert calls == [(0, 2)] and caption.value.startswith("t = 0.00")
     pickers.children[1].value = 3  # a new second patient recomputes the frames
