@@ -24,3 +24,7 @@ class OutputError(RadiolibError, ValueError):
 class MissingRunError(TrainingError):
     """A trained run that an analysis reads is missing, unfinished or made with other settings;
     the message names the run and what trains it."""
+
+
+class SynthesisError(RadiolibError, ValueError):
+    """A synthesis request cannot be served; the message names the input that is wrong."""
