@@ -556,8 +556,3 @@ def run_study(
         write_json(executed / RUN_RECORD, dataclasses.asdict(record))
         print(f"[radiolib study] book built: {root / BUILD / 'html' / 'index.html'}", flush=True)
     return record
-
-
-def load_run_record(root: str | os.PathLike | None = None) -> dict[str, Any]:
-    root = Path(root) if root else find_project_root()
-    return json.loads((root / EXECUTED / RUN_RECORD).read_text())
