@@ -1,6 +1,7 @@
 """What a training run writes as it trains, each at its cadence (:class:`Recorder`).
 
-The progress bar at every step; ``log.jsonl`` and TensorBoard scalars every ``train.log_every``
+The progress bar (:func:`radiolib.progress.progress_bar`: model, seed, step, time left and the
+total losses) at every step; ``log.jsonl`` and TensorBoard scalars every ``train.log_every``
 steps; the synthesis of a fixed sample batch (``samples/step_XXXXXX.npz`` and a TensorBoard
 image grid) every ``train.sample_every`` steps; ``checkpoint.pt`` every
 ``train.checkpoint_every`` steps (:func:`radiolib.runs.save_checkpoint`); all three at the last
@@ -22,6 +23,7 @@ from torch import Tensor
 from radiolib.config import Profile
 from radiolib.io import atomic_write
 from radiolib.models import eval_mode
+from radiolib.progress import progress_bar, shows_progress
 from radiolib.reproducibility import rng_state
 from radiolib.runs import LOG, TENSORBOARD, save_checkpoint
 
@@ -126,21 +128,21 @@ class Recorder:
         meta: dict[str, Any],
         per_epoch: int,
         step: int,
-        progress: bool,
+        progress: bool | None,
     ) -> None:
         """``meta``: what every checkpoint records besides the state; ``per_epoch``: batches
-        per epoch; ``step``: the step the run starts from (0, or its checkpoint's)."""
+        per epoch; ``step``: the step the run starts from (0, or its checkpoint's);
+        ``progress``: whether to show a bar (None: when ``radiolib study`` relays it, see
+        :mod:`radiolib.progress`)."""
         self.out, self.loop, self.meta, self.per_epoch = out, loop, meta, per_epoch
         self.t = loop.cfg.train
         main = loop.world.main
         self.samples = loop.to_device(_sample_batch(cohort, loop.cfg, seed)) if main else None
         self.window_seconds, self.window_steps = 0.0, 0
         self.bar = None
-        if progress and main:
-            from tqdm.auto import tqdm
-
-            desc = f"train {loop.gan.name}"
-            self.bar = tqdm(total=self.t.steps, initial=step, desc=desc, unit="step")
+        if main and shows_progress(progress):
+            desc = f"{loop.gan.name} seed {seed}"
+            self.bar = progress_bar(self.t.steps, desc, initial=step, unit="step")
         self.log_fh = open(out / LOG, "a") if main else None
         self.board = None
         if main:
@@ -168,9 +170,9 @@ class Recorder:
         self.window_seconds += took
         self.window_steps += 1
         if self.bar is not None:
-            self.bar.update(1)
             shown = {k: f"{v:.3g}" for k, v in losses.items() if k in ("d_total", "g_total")}
             self.bar.set_postfix(shown, refresh=False)
+            self.bar.update(1)
         checkpoint_now = step % t.checkpoint_every == 0 or step == t.steps
         if step % t.log_every == 0 or checkpoint_now:
             loop.check_state(step)

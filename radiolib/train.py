@@ -374,7 +374,7 @@ def train(
     seed: int,
     device: str = "auto",
     resume: bool = True,
-    progress: bool = True,
+    progress: bool | None = True,
 ) -> TrainResult:
     """Train ``gan`` on the cohort's train split for ``cfg.train.steps`` steps.
 
@@ -386,7 +386,9 @@ def train(
     batch and only rank 0 writes. Raises :class:`TrainingError` on a non-finite loss, naming
     the step and the term, and on a non-finite weight or buffer (checked at every log and
     checkpoint step, :meth:`TrainingLoop.check_state`). An unreadable newest checkpoint is
-    replaced by the previous one (``checkpoint.prev.pt``) when resuming.
+    replaced by the previous one (``checkpoint.prev.pt``) when resuming. ``progress``: a bar
+    with the model, seed, step, time left and losses (None: only when ``radiolib study`` runs
+    this, which prints it in its terminal, :mod:`radiolib.progress`).
     """
     out = check_folder_path(out, "run folder")
     device = resolve_device(device)
@@ -404,7 +406,7 @@ def _train(
     seed: int,
     device: str,
     resume: bool,
-    progress: bool,
+    progress: bool | None,
     world: World,
 ) -> TrainResult:
     from radiolib.data.dataset import PairedSlices
@@ -492,13 +494,14 @@ def train_models(
     models: Sequence[str] = ("proposed", "baseline", "inpainting"),
     seeds: Sequence[int] | None = None,
     device: str = "auto",
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
     """Train every model for every seed (``cfg.train.seeds`` by default) into
     ``run_dir(model, seed)``; finished runs are reused, unfinished ones resumed, and a run made
     with other settings or data (the cohort was curated again, a parameter changed) is trained
     again from the start. One row per run: model, seed, steps, seconds, images_per_s, skipped,
-    out and the last logged loss terms."""
+    out and the last logged loss terms. ``progress`` as for :func:`train`: by default a bar
+    only when ``radiolib study`` runs the notebook, in its terminal (not in the notebook)."""
     rows = []
     for model in models:
         for seed in seeds if seeds is not None else cfg.train.seeds:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import random
@@ -554,3 +555,19 @@ def test_train_models_runs_each_model_and_seed_and_reuses_them(cohort, tmp_path)
     assert not redone.skipped.any() and redone.steps.iloc[0] == cfg.train.steps
     with pytest.raises(TrainingError, match="no training log"):
         read_log(tmp_path / "nowhere")
+
+
+def test_under_a_study_train_models_shows_model_step_time_left_and_losses(cohort, tmp_path, capsys):
+    from radiolib.progress import relayed_progress
+    from radiolib.train import train_models
+
+    cfg = tiny_profile()
+    folder = lambda model, seed: tmp_path / f"{model}-{seed}"  # noqa: E731
+    train_models(cohort, cfg, folder, models=("proposed",), seeds=(0,), device="cpu")
+    assert "proposed seed 0" not in capsys.readouterr().err  # no bar outside a study
+    shown = io.StringIO()
+    with relayed_progress(shown, every=0):
+        train_models(cohort, cfg, folder, models=("inpainting",), seeds=(1,), device="cpu")
+    last = shown.getvalue().splitlines()[-1]
+    assert last.startswith("inpainting seed 1: 100%") and "6/6 [" in last
+    assert "<00:00" in last and "d_total=" in last and "g_total=" in last
