@@ -1,8 +1,8 @@
 """``radiolib bench``: parameters, FLOPs and speed of the three GANs' training step.
 
-Each model runs the trainer's own step (:class:`radiolib.train._Loop`: D forward and backward,
-G forward and backward, both Adam updates) on random inputs of the profile's batch and image
-size with 5172 genes, the gene count of the real cohort. FLOPs are counted by
+Each model runs the trainer's own step (:class:`radiolib.train.TrainingLoop`: D forward and
+backward, G forward and backward, both Adam updates) on random inputs of the profile's batch and
+image size with 5172 genes, the gene count of the real cohort. FLOPs are counted by
 ``torch.utils.flop_counter.FlopCounterMode`` over one such step (matrix products and
 convolutions, forward and backward; element-wise work is not counted) and divided by the batch
 size. A reference line measures the machine's fp32 matrix-product rate, so the achieved
@@ -15,7 +15,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,10 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from radiolib.config import Profile, resolve_device
+
+if TYPE_CHECKING:
+    from radiolib.models import GAN
+    from radiolib.train import TrainingLoop
 
 N_GENES = 5172  # genes kept from the real NSCLC Radiogenomics expression table
 
@@ -114,18 +118,18 @@ def random_batch(
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def _training_step(model: str, profile: Profile, n_genes: int, device: str) -> tuple:
+def _training_step(
+    model: str, profile: Profile, n_genes: int, device: str
+) -> tuple[GAN, TrainingLoop, dict[str, Tensor]]:
     """``(gan, loop, batch)``: ``model`` (seed 0) in the trainer's loop with a random batch of
     the profile's batch and image size; ``loop.step(batch, i)`` runs one training step."""
     from radiolib.models import build_gan
-    from radiolib.train import _Dist, _Loop
+    from radiolib.train import TrainingLoop
 
     s = profile.curation.image_size
     torch.manual_seed(0)
-    gan = build_gan(model, n_genes, s, profile.model).to(device)
-    if device.startswith("cuda"):
-        gan.to(memory_format=torch.channels_last)
-    loop = _Loop(gan, profile, device, _Dist())
+    gan = build_gan(model, n_genes, s, profile.model)
+    loop = TrainingLoop(gan, profile, device)
     batch = random_batch(profile.train.batch_size, s, n_genes, profile.model.noise_dim)
     return gan, loop, loop.to_device(batch)
 

@@ -13,10 +13,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+from radiolib.config import Profile
+
+if TYPE_CHECKING:
+    from radiolib.data.curate import CuratedCohort
+    from radiolib.data.phantom import PhantomTruth
 
 # the numbers followed against steps: (section, measure) of the synthesis evaluation
 TRACKED = (
@@ -40,13 +46,13 @@ def _check_grid(steps: Sequence[int]) -> list[int]:
 
 
 def convergence_study(
-    cohort: Any,
-    cfg: Any,
-    run_dir: Any,
+    cohort: CuratedCohort,
+    cfg: Profile,
+    run_dir: Callable[[str, int], Path | str],
     steps: Sequence[int],
     seeds: Sequence[int],
     models: Sequence[str] = ("proposed", "baseline"),
-    truth: Any | None = None,
+    truth: PhantomTruth | None = None,
     device: str = "cpu",
     progress: bool = True,
     on_step: Callable[[pd.DataFrame], None] | None = None,

@@ -196,13 +196,3 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def sha256_tree(root: str | os.PathLike, pattern: str = "**/*") -> str:
-    """One hash over the relative paths and contents of every file under ``root``."""
-    root = Path(root)
-    h = hashlib.sha256()
-    for p in sorted(q for q in root.glob(pattern) if q.is_file()):
-        h.update(str(p.relative_to(root)).encode())
-        h.update(sha256_file(p).encode())
-    return h.hexdigest()

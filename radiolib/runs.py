@@ -2,8 +2,9 @@
 
 A run folder holds ``checkpoint.pt`` (and ``checkpoint.prev.pt``, the one before it), ``log.jsonl``,
 ``samples/step_XXXXXX.npz``, TensorBoard event files in ``tensorboard/`` and, once finished,
-``done.json``. :mod:`radiolib.train` writes them; evaluation, synthesis and the notebooks read them
-through this module and never train: :func:`finished_runs` names the run that is missing instead.
+``done.json``. :mod:`radiolib.train` writes them, checkpoints through :func:`save_checkpoint`;
+evaluation, synthesis and the notebooks read them through this module and never train:
+:func:`finished_runs` names the run that is missing instead.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +23,7 @@ import torch
 
 from radiolib.config import ModelConfig, Profile, resolve_device
 from radiolib.errors import MissingRunError, StaleRunError, TrainingError
-from radiolib.io import read_json
+from radiolib.io import atomic_write, read_json
 
 if TYPE_CHECKING:
     from radiolib.data.curate import CuratedCohort
@@ -123,6 +125,63 @@ def load_checkpoint(out: Path | str, device: str = "cpu", name: str = CHECKPOINT
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path}: not a radiolib checkpoint of format {CHECKPOINT_FORMAT}")
     return ckpt
+
+
+def save_checkpoint(out: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` as ``checkpoint.pt`` of format :data:`CHECKPOINT_FORMAT`, atomically; the
+    checkpoint it replaces becomes ``checkpoint.prev.pt``."""
+    with atomic_write(out / CHECKPOINT, "wb", previous=out / PREVIOUS_CHECKPOINT) as fh:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, fh)
+
+
+def resume_checkpoint(out: Path, announce: bool) -> tuple[dict[str, Any] | None, bool]:
+    """The newest readable checkpoint of ``out`` and whether it is the previous one.
+
+    ``checkpoint.pt``, else (missing or unreadable) ``checkpoint.prev.pt``, said on stderr when
+    ``announce``; ``(None, False)`` when there is neither. Raises :class:`TrainingError` when
+    both exist but neither can be read.
+    """
+    newest, previous = out / CHECKPOINT, out / PREVIOUS_CHECKPOINT
+    if not newest.is_file() and not previous.is_file():
+        return None, False
+    problem = f"{newest} is missing"
+    if newest.is_file():
+        try:
+            return load_checkpoint(out), False
+        except TrainingError as exc:
+            problem = str(exc)
+    try:
+        ckpt = load_checkpoint(out, name=PREVIOUS_CHECKPOINT)
+    except TrainingError as exc:
+        raise TrainingError(
+            f"cannot resume the run in {out}: {problem}; the previous checkpoint too: {exc}. "
+            "Start it over with --no-resume (resume=False)"
+        ) from None
+    if announce:
+        print(
+            f"{problem}: resuming from the previous checkpoint {previous.name} (step "
+            f"{ckpt.get('step')}); pass --no-resume (resume=False) to start over instead",
+            file=sys.stderr,
+            flush=True,
+        )
+    return ckpt, True
+
+
+def trim_log(out: Path, step: int) -> None:
+    """Drop the lines of ``log.jsonl`` past ``step`` (written after the checkpoint a run
+    resumes from)."""
+    path = out / LOG
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+    with atomic_write(path, "w") as fh:
+        fh.write("".join(line + "\n" for line in keep))
 
 
 def last_logged(out: Path) -> dict[str, float]:

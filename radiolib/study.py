@@ -9,6 +9,7 @@ only when the build succeeds. A failing run therefore never damages the last goo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -35,6 +36,7 @@ from radiolib.io import (
     remove_leftovers,
     write_json,
 )
+from radiolib.progress import relayed_progress
 
 EXECUTED = Path("book") / "_executed"
 RUNS = "runs"
@@ -331,24 +333,36 @@ def _failure_message(name: str, error: Exception, output: Path) -> str:
 
 
 def execute_notebook(
-    name: str, root: Path, staging: Path, parameters: dict[str, Any], progress: bool
+    name: str,
+    root: Path,
+    staging: Path,
+    parameters: dict[str, Any],
+    progress: bool,
+    label: str | None = None,
 ) -> float:
-    """Execute ``notebooks/NAME.ipynb`` into ``staging``; return its wall time in seconds."""
+    """Execute ``notebooks/NAME.ipynb`` into ``staging``; return its wall time in seconds.
+
+    With ``progress`` papermill's bar of executed cells is shown, named ``label`` (default: the
+    notebook's file name), and the bars the notebook's code draws with
+    :func:`radiolib.progress.progress_bar` (training) are printed above it, as lines on stderr,
+    never into the executed notebook."""
     import papermill as pm
 
     source = root / "notebooks" / f"{name}.ipynb"
     output = staging / f"{name}.ipynb"
     start = time.perf_counter()
+    relay = relayed_progress(sys.stderr) if progress else contextlib.nullcontext()
     try:
-        pm.execute_notebook(
-            str(source),
-            str(output),
-            parameters=parameters,
-            kernel_name="python3",
-            cwd=str(root / "notebooks"),
-            progress_bar=progress,
-            log_output=False,
-        )
+        with relay:
+            pm.execute_notebook(
+                str(source),
+                str(output),
+                parameters=parameters,
+                kernel_name="python3",
+                cwd=str(root / "notebooks"),
+                progress_bar={"desc": label or f"{name}.ipynb"} if progress else False,
+                log_output=False,
+            )
     except Exception as error:  # papermill wraps the cell's exception
         raise StudyError(_failure_message(name, error, output)) from None
     _hide_injected_parameters(output)
@@ -484,7 +498,11 @@ def run_study(
     build: bool = True,
     progress: bool = True,
 ) -> RunRecord:
-    """Execute every notebook of the book in order, write the run record, build the book."""
+    """Execute every notebook of the book in order, write the run record, build the book.
+
+    The terminal shows each notebook as it starts (``[3/6] 02_training.ipynb``) and its wall
+    time when it ends; with ``progress`` also the cells executed and the training bars (model,
+    seed, step, time left, losses: :func:`execute_notebook`)."""
     root = Path(root).resolve() if root else find_project_root()
     cfg = get_profile(profile, overrides)  # fail early on a bad profile or parameter
     device = resolve_device(device)
@@ -509,16 +527,6 @@ def run_study(
         started=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         run_dir=f"{RUNS}/{run_name(cfg, data)}",
     )
-    executed = root / EXECUTED
-    for target in (executed, root / BUILD):  # what runs that were killed left behind
-        remove_leftovers(target.parent, f"{target.name}.staging-")
-        old = target.with_name(target.name + ".old")
-        if old.is_dir() and not target.exists():  # killed between _replace_dir's renames
-            old.rename(target)
-    staging = executed.with_name(executed.name + f".staging-{os.getpid()}")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
     parameters = {
         "profile": cfg.name,
         "data": data,
@@ -526,26 +534,8 @@ def run_study(
         "overrides": {k: str(v) for k, v in (overrides or {}).items()},
     }
     print(f"[radiolib study] run folder: {root / record.run_dir}", flush=True)
-    try:
-        for name in names:
-            print(f"[radiolib study] running {name}.ipynb ({cfg.name} profile) ...", flush=True)
-            record.notebook_seconds[name] = round(
-                execute_notebook(name, root, staging, parameters, progress), 1
-            )
-            print(
-                f"[radiolib study] {name}.ipynb done in {record.notebook_seconds[name]:.0f} s",
-                flush=True,
-            )
-
-        record.total_seconds = round(time.perf_counter() - t0, 1)
-        with atomic_write(staging / REPRODUCING_PAGE, "w") as fh:
-            fh.write(reproducing_page(record))
-        write_json(staging / RUN_RECORD, dataclasses.asdict(record))
-        fsync_tree(staging)
-        _replace_dir(staging, executed)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # a failed run leaves no staging folder
-
+    _execute_all(root, names, parameters, record, progress, t0)
+    executed = root / EXECUTED
     if build:
         t1 = time.perf_counter()
         build_staging = root / "book" / f"_build.staging-{os.getpid()}"
@@ -563,6 +553,46 @@ def run_study(
     return record
 
 
-def load_run_record(root: str | os.PathLike | None = None) -> dict[str, Any]:
-    root = Path(root) if root else find_project_root()
-    return json.loads((root / EXECUTED / RUN_RECORD).read_text())
+def _execute_all(
+    root: Path,
+    names: list[str],
+    parameters: dict[str, Any],
+    record: RunRecord,
+    progress: bool,
+    t0: float,
+) -> None:
+    """Execute ``names`` in order into a staging folder that replaces ``book/_executed``, with
+    the "Reproducing this study" page and the run record (its total time counted from ``t0``),
+    only when all of them succeed."""
+    executed = root / EXECUTED
+    for target in (executed, root / BUILD):  # what runs that were killed left behind
+        remove_leftovers(target.parent, f"{target.name}.staging-")
+        old = target.with_name(target.name + ".old")
+        if old.is_dir() and not target.exists():  # killed between _replace_dir's renames
+            old.rename(target)
+    staging = executed.with_name(executed.name + f".staging-{os.getpid()}")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        for k, name in enumerate(names, 1):
+            label = f"[{k}/{len(names)}] {name}.ipynb"
+            print(f"[radiolib study] {label} ({record.profile} profile) ...", flush=True)
+            seconds = execute_notebook(name, root, staging, parameters, progress, label)
+            record.notebook_seconds[name] = round(seconds, 1)
+            print(f"[radiolib study] {label} done in {_duration(seconds)}", flush=True)
+
+        record.total_seconds = round(time.perf_counter() - t0, 1)
+        with atomic_write(staging / REPRODUCING_PAGE, "w") as fh:
+            fh.write(reproducing_page(record))
+        write_json(staging / RUN_RECORD, dataclasses.asdict(record))
+        fsync_tree(staging)
+        _replace_dir(staging, executed)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed run leaves no staging folder
+
+
+def _duration(seconds: float) -> str:
+    """``42 s`` or ``12 min 34 s``."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"

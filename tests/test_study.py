@@ -273,3 +273,27 @@ def test_the_book_ships_plotly_js_once_and_collapses_plumbing(project):
     # plumbing is one click away: the parameters cells whole, the set-up cell's code
     assert page.count("tag_hide-cell") == 2 and page.count("tag_hide-input") == 1
     assert "set up" in page
+
+
+def test_the_terminal_shows_each_notebook_and_its_training_bars_not_the_book(project, capsys):
+    _notebook(
+        project / "notebooks" / "04_bar.ipynb",
+        "from radiolib.progress import progress_bar\n"
+        "bar = progress_bar(3, 'toy seed 0', unit='step')\n"
+        "for _ in range(3):\n"
+        "    bar.set_postfix({'d_total': '0.5'}, refresh=False)\n"
+        "    bar.update(1)\n"
+        "bar.close()\n"
+        "print('trained')",
+    )
+    _toc(project, "01_ok", "04_bar")
+    run_study(profile="smoke", root=project, build=False, progress=True)
+    shown = capsys.readouterr()
+    assert "[1/2] 01_ok.ipynb (smoke profile) ..." in shown.out
+    assert "[2/2] 04_bar.ipynb (smoke profile) ..." in shown.out
+    assert "[2/2] 04_bar.ipynb done in " in shown.out
+    assert "toy seed 0: 100%" in shown.err and "3/3 [" in shown.err
+    assert "d_total=0.5" in shown.err
+    executed = nbformat.read(project / "book" / "_executed" / "04_bar.ipynb", as_version=4)
+    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+    assert [o.get("text", "").strip() for o in outputs] == ["trained"]  # no bar in the book

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import random
@@ -19,9 +20,10 @@ import torch
 from torch import nn
 
 import radiolib
+from radiolib.distributed import GlobalBatchSampler, World
 from radiolib.errors import CohortError, StaleRunError, TrainingError
 from radiolib.runs import PREVIOUS_CHECKPOINT, inspect_runs, load_generator
-from radiolib.train import GlobalBatchSampler, TrainResult, _Dist, _Loop, train
+from radiolib.train import TrainingLoop, TrainResult, train
 from tests.train_worker import tiny_cohort, tiny_gan, tiny_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +83,7 @@ def test_one_step_matches_a_hand_written_update(cohort):
     ds = PairedSlices(cohort, "train", noise_dim=cfg.model.noise_dim, seed=0)
     batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
 
-    loop = _Loop(gan, cfg, "cpu", _Dist())
+    loop = TrainingLoop(gan, cfg, "cpu", World())
     terms = loop.step(batch, 1)
     assert {"d_total", "g_total"} <= terms.keys()
     assert all(p.requires_grad for p in gan.discriminator.parameters())
@@ -174,7 +176,7 @@ def test_outputs_and_ema_generator(cohort, tmp_path):
     gan = tiny_gan()
     res = train(gan, cohort, cfg, tmp_path, seed=0, device="cpu", progress=True)
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert ckpt["step"] == 6 and ckpt["epoch"] == 2 and ckpt["scaler"] is None
+    assert ckpt["step"] == 6 and ckpt["epoch"] == 2 and "scaler" not in ckpt
     assert isinstance(ckpt["rng"]["torch"], torch.Tensor)
     assert isinstance(ckpt["rng"]["python"], torch.Tensor)
     assert ckpt["gan"]["name"] == "proposed" and ckpt["gan"]["n_genes"] == 40
@@ -553,3 +555,19 @@ def test_train_models_runs_each_model_and_seed_and_reuses_them(cohort, tmp_path)
     assert not redone.skipped.any() and redone.steps.iloc[0] == cfg.train.steps
     with pytest.raises(TrainingError, match="no training log"):
         read_log(tmp_path / "nowhere")
+
+
+def test_under_a_study_train_models_shows_model_step_time_left_and_losses(cohort, tmp_path, capsys):
+    from radiolib.progress import relayed_progress
+    from radiolib.train import train_models
+
+    cfg = tiny_profile()
+    folder = lambda model, seed: tmp_path / f"{model}-{seed}"  # noqa: E731
+    train_models(cohort, cfg, folder, models=("proposed",), seeds=(0,), device="cpu")
+    assert "proposed seed 0" not in capsys.readouterr().err  # no bar outside a study
+    shown = io.StringIO()
+    with relayed_progress(shown, every=0):
+        train_models(cohort, cfg, folder, models=("inpainting",), seeds=(1,), device="cpu")
+    last = shown.getvalue().splitlines()[-1]
+    assert last.startswith("inpainting seed 1: 100%") and "6/6 [" in last
+    assert "<00:00" in last and "d_total=" in last and "g_total=" in last

@@ -8,9 +8,6 @@ calls for every model alike:
   named loss terms with a ``"total"``;
 * ``synthesize(background, genes, noise, hole)``: evaluation-time synthesis;
 * ``gene_code(genes)``: the learnt gene code phi(g) (None for the inpainting GAN).
-
-``GAN.forward(mode, batch, fake)`` dispatches to the first three, so a data-parallel wrapper
-around the whole GAN sees every pass.
 """
 
 from __future__ import annotations
@@ -123,18 +120,6 @@ class GAN(nn.Module):
                 check_shape(batch[k], (None, self.noise_dim), "batch['noise']")
 
     # -- the interface --------------------------------------------------------------------
-    def forward(self, mode: str, batch: dict, fake: Synthesis | None = None):
-        """``mode``: "generate" -> Synthesis; "discriminator" / "generator" -> loss dict."""
-        if mode == "generate":
-            return self.generate(batch)
-        if fake is None:
-            raise ValueError(f"mode {mode!r} needs the fake Synthesis")
-        if mode == "discriminator":
-            return self.discriminator_losses(batch, fake)
-        if mode == "generator":
-            return self.generator_losses(batch, fake)
-        raise ValueError(f"mode must be generate, discriminator or generator, got {mode!r}")
-
     def gene_code(self, genes: Tensor) -> Tensor | None:
         """phi(g): (B, n_genes) -> (B, code_dim)."""
         return self.generator.mapping(genes)
@@ -143,7 +128,7 @@ class GAN(nn.Module):
         """The gene code D_ISG reads: the generator's phi(g) (the paper, MC-GAN), or the
         discriminator's own mapping when it has one (``model.d_gene_code="own"``)."""
         d = self.discriminator
-        return d.mapping(genes) if d.own_gene_code else self.generator.mapping(genes)
+        return d.mapping(genes) if d.own_gene_code else self.gene_code(genes)
 
     def generate(self, batch: dict) -> Synthesis:
         """Paint a tumour with the batch's genes and noise into the batch's background slice."""
@@ -171,7 +156,7 @@ class GAN(nn.Module):
 
         Real (x, m), mismatched-mask (x, m_bar) and fake (G_x, G_m) tuples are concatenated along
         the batch; (x, m, g_bar) reuses the features of (x, m). Each tuple kind is normalised
-        with its own batch statistics (TupleBatchNorm2d), so this equals separate passes.
+        with its own batch statistics (GroupedBatchNorm), so this equals separate passes.
         """
         self._check_batch(batch, ("tumour", "mask", "genes", "mismatch_mask", "mismatch_genes"))
         x, m, g = batch["tumour"], batch["mask"], batch["genes"]

@@ -12,6 +12,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from radiolib.distributed import GroupedBatchNorm
 
 LRELU_SLOPE = 0.2
 
@@ -57,9 +60,9 @@ def init_weights(module: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.02)
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0.0, m.in_features**-0.5)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        elif isinstance(m, _BatchNorm):
             nn.init.normal_(m.weight, 1.0, 0.02)
-        if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)):
+        if isinstance(m, (nn.Conv2d, nn.Linear, _BatchNorm)):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
@@ -282,31 +285,14 @@ class FusionBlock(nn.Module):
         return a * styled + (1.0 - a) * background, a
 
 
-class TupleBatchNorm2d(nn.BatchNorm2d):
-    """Batch normalisation that normalises each of ``groups`` equal chunks of the batch apart.
-
-    The discriminator scores real, mismatched and fake tuples in one pass over their
-    concatenation (one large convolution instead of several small ones); normalising each
-    chunk with its own statistics makes that pass equal to separate passes, so batch
-    statistics never mix real and fake samples.
-    """
-
-    def forward(self, x: Tensor, groups: int = 1) -> Tensor:  # type: ignore[override]
-        if groups == 1 or not self.training:
-            return super().forward(x)
-        if x.shape[0] % groups:
-            raise ValueError(f"batch of {x.shape[0]} does not split into {groups} equal tuples")
-        return torch.cat([super(TupleBatchNorm2d, self).forward(c) for c in x.chunk(groups)], 0)
-
-
 class DownBlock(nn.Module):
-    """Stride-2 conv (3 x 3) -> TupleBatchNorm2d (optional) -> LReLU; (N, cin, s, s) -> (N, cout,
+    """Stride-2 conv (3 x 3) -> GroupedBatchNorm (optional) -> LReLU; (N, cin, s, s) -> (N, cout,
     s/2, s/2)."""
 
     def __init__(self, cin: int, cout: int, norm: bool = True):
         super().__init__()
         self.conv = conv(cin, cout, stride=2, bias=not norm)
-        self.norm = TupleBatchNorm2d(cout) if norm else None
+        self.norm = GroupedBatchNorm(cout) if norm else None
 
     def forward(self, x: Tensor, groups: int = 1) -> Tensor:
         x = self.conv(x)

@@ -14,8 +14,8 @@ instead (an ablation: the generator's code is then shaped only through the image
 
 Scores are (N, 1, 4, 4) patches (the least-squares losses average them). Every method takes
 ``groups``: the number of equal tuples concatenated along the batch, each normalised with its
-own batch statistics (see TupleBatchNorm2d), so one pass over real, mismatched and fake tuples
-equals separate passes.
+own batch statistics (:class:`radiolib.distributed.GroupedBatchNorm`), so one pass over real,
+mismatched and fake tuples equals separate passes.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from radiolib.distributed import GroupedBatchNorm
 from radiolib.models.blocks import (
     LRELU_SLOPE,
     DownBlock,
     GeneMapping,
-    TupleBatchNorm2d,
     channel_schedule,
     check_shape,
     conv,
@@ -78,6 +78,7 @@ class Discriminator(nn.Module):
         self.image_encoder = ConvEncoder(image_size, width, 1)
         c = self.image_encoder.out_channels
         self.image_head = conv(c, 1, bias=True)
+        self.mapping: GeneMapping | None = None
         if conditional:
             self.n_genes = n_genes
             self.image_mask_encoder = ConvEncoder(image_size, width, 2)
@@ -85,7 +86,7 @@ class Discriminator(nn.Module):
             self.mapping = GeneMapping(n_genes, gene_hidden, code_dim) if own_gene_code else None
             self.code_dim = code_dim
             self.joint_conv = conv(c + code_dim, c)
-            self.joint_norm = TupleBatchNorm2d(c)
+            self.joint_norm = GroupedBatchNorm(c)
             self.joint_head = conv(c, 1, bias=True)
         init_weights(self)
 
@@ -110,7 +111,8 @@ class Discriminator(nn.Module):
 
     @property
     def own_gene_code(self) -> bool:
-        return getattr(self, "mapping", None) is not None
+        """Whether D_ISG reads the discriminator's own gene mapping (not the generator's)."""
+        return self.mapping is not None
 
     def score_image_mask_gene(self, features: Tensor, code: Tensor, groups: int = 1) -> Tensor:
         """D_ISG: features (N, C, 4, 4) and gene code (N, code_dim) -> (N, 1, 4, 4)."""
