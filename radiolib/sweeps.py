@@ -49,7 +49,7 @@ def train_sweep(
     steps: int,
     models: Sequence[str] = scoring.SWEEP_MODELS,
     seed: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
     """Write, curate and train what the signal sweep scores, one signal at a time.
 
@@ -73,8 +73,8 @@ def train_sweep(
             f"signal sweep, signal {run.signal:g}: {', '.join(models)} (seed {seed}, "
             f"{int(steps)} steps) in {model_dir(models[0], seed).parent}"
         )
-        raw = workspace.phantom(None if run.main_cohort else run.signal, progress=progress)
-        cohort = curate_cohort(raw, run.curated, cfg.curation, progress=progress)
+        raw = workspace.phantom(None if run.main_cohort else run.signal, progress=bool(progress))
+        cohort = curate_cohort(raw, run.curated, cfg.curation, progress=bool(progress))
         trained = train_models(
             cohort,
             cfg_s,
