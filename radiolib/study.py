@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from radiolib.bench import matmul_gflops
 from radiolib.config import Profile, get_profile, resolve_device
 from radiolib.errors import RadiolibError
 from radiolib.io import (
@@ -399,12 +400,27 @@ class RunRecord:
     notebook_seconds: dict[str, float] = field(default_factory=dict)
     book_seconds: float | None = None
     total_seconds: float | None = None
+    # the device's fp32 2048^3 matrix-product rate, best of the start and the end of the run:
+    # times from machines of different speed compare as GEMM-time, seconds x this rate
+    gemm_gflops: float | None = None
+
+
+# the budget of the quick profile's `make book`: 10 minutes on a 2-core machine whose GEMM runs
+# at 230 GFLOP/s, i.e. about 140 TFLOP of GEMM-time
+REFERENCE_GEMM_GFLOPS = 230.0
+
+
+def gemm_tflop(seconds: float, gemm_gflops: float | None) -> float:
+    """GEMM-time of ``seconds`` on a device whose matrix products run at ``gemm_gflops``: the
+    TFLOP its GEMM would have done meanwhile (NaN when the rate was not measured)."""
+    return seconds * gemm_gflops / 1e3 if gemm_gflops else float("nan")
 
 
 def reproducing_page(record: RunRecord) -> str:
     """The book's "Reproducing this study" page (MyST markdown) from a run record."""
     env = record.environment
     gpu = ", ".join(g["name"] for g in env.get("gpus", [])) or "none"
+    total, rate = record.total_seconds or 0.0, record.gemm_gflops
     lines = [
         "# Reproducing this study",
         "",
@@ -427,13 +443,21 @@ def reproducing_page(record: RunRecord) -> str:
         f"| started | {record.started} |",
         f"| git commit | `{record.git_commit}` |",
         f"| machine | {env.get('platform', '?')}, {env.get('cpu_count', '?')} CPU cores |",
-        f"| total wall time | {record.total_seconds or 0:.0f} s |",
+        f"| fp32 matrix product (2048³) | {record.gemm_gflops or float('nan'):.0f} GFLOP/s |",
+        f"| total wall time | {total:.0f} s = {gemm_tflop(total, rate):.0f} TFLOP of GEMM-time |",
         "",
         "## Wall time per notebook",
         "",
-        "| notebook | seconds |",
-        "| --- | ---: |",
-        *[f"| {n} | {s:.1f} |" for n, s in record.notebook_seconds.items()],
+        "Machines differ: GEMM-time (seconds x the fp32 matrix-product rate above) compares runs",
+        f"on different machines. At {REFERENCE_GEMM_GFLOPS:.0f} GFLOP/s, 10 minutes are "
+        f"{gemm_tflop(600, REFERENCE_GEMM_GFLOPS):.0f} TFLOP.",
+        "",
+        "| notebook | seconds | GEMM-time (TFLOP) |",
+        "| --- | ---: | ---: |",
+        *[
+            f"| {n} | {s:.1f} | {gemm_tflop(s, rate):.1f} |"
+            for n, s in record.notebook_seconds.items()
+        ],
         "",
         "## Parameters",
         "",
@@ -534,7 +558,8 @@ def run_study(
         "overrides": {k: str(v) for k, v in (overrides or {}).items()},
     }
     print(f"[radiolib study] run folder: {root / record.run_dir}", flush=True)
-    _execute_all(root, names, parameters, record, progress, t0)
+    gemm_start = matmul_gflops(device)
+    _execute_all(root, names, parameters, record, progress, t0, gemm_start)
     executed = root / EXECUTED
     if build:
         t1 = time.perf_counter()
@@ -560,10 +585,12 @@ def _execute_all(
     record: RunRecord,
     progress: bool,
     t0: float,
+    gemm_start: float,
 ) -> None:
     """Execute ``names`` in order into a staging folder that replaces ``book/_executed``, with
-    the "Reproducing this study" page and the run record (its total time counted from ``t0``),
-    only when all of them succeed."""
+    the "Reproducing this study" page and the run record (its total time counted from ``t0``,
+    the device's GEMM rate the best of ``gemm_start`` and one measured at the end), only when
+    all of them succeed."""
     executed = root / EXECUTED
     for target in (executed, root / BUILD):  # what runs that were killed left behind
         remove_leftovers(target.parent, f"{target.name}.staging-")
@@ -582,6 +609,7 @@ def _execute_all(
             record.notebook_seconds[name] = round(seconds, 1)
             print(f"[radiolib study] {label} done in {_duration(seconds)}", flush=True)
 
+        record.gemm_gflops = round(max(gemm_start, matmul_gflops(record.device)), 1)
         record.total_seconds = round(time.perf_counter() - t0, 1)
         with atomic_write(staging / REPRODUCING_PAGE, "w") as fh:
             fh.write(reproducing_page(record))
