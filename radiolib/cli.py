@@ -71,7 +71,8 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
-    from radiolib.data.curate import curate_cohort, curation_report
+    from radiolib.data.curate import curate_cohort
+    from radiolib.data.curated import curation_report
 
     cohort = curate_cohort(
         Path(args.data), Path(args.out), _profile(args).curation, replace=args.replace
@@ -125,7 +126,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_convergence(args: argparse.Namespace) -> int:
     from radiolib.convergence import convergence_study
-    from radiolib.data.curate import load_curated
+    from radiolib.data.curated import load_curated
     from radiolib.io import atomic_write
 
     truth = None
@@ -165,7 +166,7 @@ def cmd_compare_maps(args: argparse.Namespace) -> int:
             raise ValueError("--data needs --truth, the phantom folder the cohort was curated from")
         if gans:
             raise ValueError("--gan trains GANs in the study's workspace; leave out --data")
-        from radiolib.data.curate import load_curated
+        from radiolib.data.curated import load_curated
         from radiolib.data.phantom import load_truth
 
         frame = maps.compare_cohort(

@@ -1310,7 +1310,7 @@ def evaluate_runs(
     are unfinished; a run of another cohort, or two of the same model and seed, raise
     (:func:`radiolib.train.inspect_runs`)."""
     from radiolib.config import resolve_device
-    from radiolib.data.curate import load_curated
+    from radiolib.data.curated import load_curated
     from radiolib.io import atomic_write, check_folder_path
     from radiolib.train import inspect_runs, load_generator
 

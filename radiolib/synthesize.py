@@ -33,7 +33,7 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,9 @@ import torch
 
 from radiolib.errors import RadiolibError
 from radiolib.io import atomic_folder, make_temp_dir, write_json
+
+if TYPE_CHECKING:
+    from radiolib.data.curated import CuratedCohort
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 HU_OFFSET = 1024  # stored CT value = HU + 1024 (RescaleIntercept -1024), as scanners write
@@ -82,7 +85,7 @@ def patch_geometry(
     """Geometry of the slice that curation cuts around ``centre_mm`` (x, y, z).
 
     Curation crops ``n = round(voi_mm / spacing_mm)`` voxels with voxel ``n // 2`` at the centre
-    (:func:`radiolib.data.curate.crop_voi`) and area-resizes them to ``image_size`` pixels: the
+    (:func:`radiolib.data.geometry.crop_voi`) and area-resizes them to ``image_size`` pixels: the
     square's outer edge stays, each pixel spans ``n * spacing_mm / image_size``.
     """
     n = int(round(voi_mm / spacing_mm))
@@ -106,7 +109,7 @@ class Run:
 
     path: Path
     gan: Any  # radiolib.models.GAN in eval mode
-    cohort: Any  # radiolib.data.curate.CuratedCohort
+    cohort: CuratedCohort
     curation: dict[str, Any]  # the cohort's curation parameters (spacing, VOI, window)
 
 
@@ -117,7 +120,7 @@ def load_run(
     folder the run recorded). Raises :class:`SynthesisError` (or the loaders' own errors) when
     the run is missing, is the inpainting GAN (it paints no genes), or does not match the
     cohort's genes or image size."""
-    from radiolib.data.curate import load_curated
+    from radiolib.data.curated import load_curated
     from radiolib.models.inpainting import InpaintingGAN
     from radiolib.train import load_checkpoint, load_generator
 
@@ -211,7 +214,7 @@ def _show(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
 
 
-def gene_vector(spec: str, cohort: Any) -> tuple[np.ndarray, str]:
+def gene_vector(spec: str, cohort: CuratedCohort) -> tuple[np.ndarray, str]:
     """``spec``: a patient id of ``cohort`` or a gene file. Returns ``(genes (G,), source)``."""
     if spec in cohort.patients:
         return cohort.genes[cohort.patients.index(spec)].astype(np.float32), f"patient {spec}"
@@ -234,7 +237,7 @@ class Background:
     header: dict[str, Any] = field(default_factory=dict)  # patient/study of a source CT series
 
 
-def curated_background(cohort: Any, index: int, curation: dict[str, Any]) -> Background:
+def curated_background(cohort: CuratedCohort, index: int, curation: dict[str, Any]) -> Background:
     """Background slice ``index`` of the curated cohort, with the geometry it was cut with."""
     n = len(cohort.background_images)
     if not 0 <= index < n:
@@ -266,7 +269,7 @@ def curated_background(cohort: Any, index: int, curation: dict[str, Any]) -> Bac
 
 
 def _ct_files(folder: Path) -> list[Path]:
-    from radiolib.data.nsclc import scan_dicom
+    from radiolib.data.dicom import scan_dicom
 
     if not folder.is_dir():
         raise SynthesisError(f"--background {folder}: no such CT series folder")
@@ -295,8 +298,8 @@ def ct_background(
     ``n // 2`` at the position (air beyond the scan), HU window, area resize."""
     import pydicom
 
-    from radiolib.data.curate import AIR_HU, crop_voi, resample_isotropic, resize_stack, window
-    from radiolib.data.nsclc import load_ct
+    from radiolib.data.dicom import load_ct
+    from radiolib.data.geometry import AIR_HU, crop_voi, resample_isotropic, resize_stack, window
 
     folder = Path(folder)
     files = _ct_files(folder)

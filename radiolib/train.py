@@ -53,7 +53,7 @@ from radiolib.errors import StaleRunError, TrainingError
 from radiolib.io import atomic_write, check_folder_path, read_json, write_json
 
 if TYPE_CHECKING:
-    from radiolib.data.curate import CuratedCohort
+    from radiolib.data.curated import CuratedCohort
     from radiolib.models import GAN
 
 CHECKPOINT = "checkpoint.pt"
@@ -1018,7 +1018,7 @@ def train_from_args(
     resume: bool = True,
 ) -> TrainResult:
     """``radiolib train``: load the curated cohort in ``data``, build ``model``, train it."""
-    from radiolib.data.curate import load_curated
+    from radiolib.data.curated import load_curated
 
     cohort = load_curated(Path(data))
     gan = build_for_cohort(model, cohort, profile, seed)

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from radiolib.config import image_size_problem
+
 LRELU_SLOPE = 0.2
 
 
@@ -37,8 +39,8 @@ def channel_schedule(image_size: int, width: int) -> dict[int, int]:
     convolution cost stays about constant while the finest (most expensive) level stays lean.
     Resolutions run from ``image_size`` down to the 4 x 4 bottleneck.
     """
-    if image_size < 16 or image_size & (image_size - 1):
-        raise ValueError(f"image_size must be a power of two >= 16, got {image_size}")
+    if problem := image_size_problem(image_size):
+        raise ValueError(problem)
     if width < 1:
         raise ValueError(f"channel width must be >= 1, got {width}")
     out = {}
