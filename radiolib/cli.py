@@ -74,8 +74,9 @@ def cmd_curate(args: argparse.Namespace) -> int:
     from radiolib.data.curate import curate_cohort
     from radiolib.data.curated import curation_report
 
+    workers = {} if args.workers is None else {"curation.workers": args.workers}
     cohort = curate_cohort(
-        Path(args.data), Path(args.out), _profile(args).curation, replace=args.replace
+        Path(args.data), Path(args.out), _profile(args, workers).curation, replace=args.replace
     )
     print("\n".join(curation_report(cohort)))
     return 0
@@ -270,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--replace",
         action="store_true",
         help="replace a curated cohort in --out that was made from another --data folder",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes curating patients at once (default: the profile's curation.workers, "
+        "0 = one per CPU core; 1 = one at a time); the result is the same for any number",
     )
     _profile_args(p)
     p.set_defaults(func=cmd_curate)

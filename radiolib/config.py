@@ -50,6 +50,7 @@ class CurationConfig:
     background_max_mm: float = 25.0  # ... and no farther
     test_fraction: float = 0.25  # share of patients held out (patient-level split)
     seed: int = 0
+    workers: int = 0  # processes curating patients at once; 0: one per CPU core (no result changes)
 
 
 @dataclass(frozen=True)
@@ -311,6 +312,7 @@ _MINIMUM: dict[str, float] = {
     "curation.background_vois": 0,
     "curation.background_slices": 0,
     "curation.seed": 0,
+    "curation.workers": 0,
     "model.code_dim": 1,
     "model.gene_hidden": 1,
     "model.noise_dim": 0,

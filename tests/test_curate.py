@@ -367,6 +367,7 @@ SMALL = CurationConfig(
     background_max_mm=12.0,
     test_fraction=0.25,
     seed=0,
+    workers=1,  # the fake cohort's loader lives in this process
 )
 
 
@@ -476,14 +477,35 @@ def test_rerun_reuses_and_inputs_invalidate(fake_cohort, tmp_path):
         root, out, CurationConfig(**{**vars(SMALL), "seed": 1}), progress=False, open_cohort=opener
     )
     assert calls["load"] == 6
-    # a changed input file recomputes
+    # a changed input file recomputes; the patients whose own files did not change are reused,
+    # the two skipped ones are tried again
     calls["load"] = 0
     expr_file = root / "GSE103584_R01_NSCLC_RNAseq.txt"
     expr_file.write_text(expr_file.read_text() + "\n")
-    curate.curate_cohort(
-        root, out, CurationConfig(**{**vars(SMALL), "seed": 1}), progress=False, open_cohort=opener
-    )
+    seed1 = CurationConfig(**{**vars(SMALL), "seed": 1})
+    first = curate.curate_cohort(root, out, seed1, progress=False, open_cohort=opener)
+    assert calls["load"] == 2
+    # a patient whose file changed is curated again, and so is one whose stored result is damaged
+    calls["load"] = 0
+    scan = root / "dicom" / "R01-001.dcm"
+    os.utime(scan, ns=(scan.stat().st_atime_ns, scan.stat().st_mtime_ns + 10**9))
+    curate.curate_cohort(root, out, seed1, progress=False, open_cohort=opener)
+    assert calls["load"] == 3
+    calls["load"] = 0
+    for entry in (tmp_path / ".curated-patients").glob("*.npz"):
+        entry.write_bytes(entry.read_bytes()[:100])
+    expr_file.write_text(expr_file.read_text() + "\n")
+    again = curate.curate_cohort(root, out, seed1, progress=False, open_cohort=opener)
     assert calls["load"] == 6
+    for name in ("tumour_images", "tumour_masks", "background_images", "genes"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+    pd.testing.assert_frame_equal(again.slices, first.slices)
+    # a result with another worker count is the same result: nothing is curated again
+    calls["load"] = 0
+    curate.curate_cohort(
+        root, out, CurationConfig(**{**vars(seed1), "workers": 3}), open_cohort=opener
+    )
+    assert calls["load"] == 0
 
 
 def test_interrupted_run_keeps_previous_result(fake_cohort, tmp_path, monkeypatch):
@@ -668,3 +690,26 @@ def test_soft_tissue_share_counts_dense_pixels_outside_the_tumour():
     assert soft_tissue_share(images[:1], hu_window)[0] == pytest.approx(0.30)
     with pytest.raises(ValueError, match="outside the window"):
         soft_tissue_share(images, hu_window, threshold_hu=500)
+
+
+def test_one_or_two_workers_curate_the_same_cohort(tmp_path):
+    """Patients curated in two processes: the same patients, arrays, tables and manifest, in
+    the same order, as one at a time in this process."""
+    from radiolib.data.phantom import write_phantom
+
+    raw = tmp_path / "raw"
+    write_phantom(raw, patients=5, matrix=64, progress=False)
+    cfg = CurationConfig(**{**vars(SMALL), "background_vois": 1, "background_slices": 4})
+    one = curate.curate_cohort(raw, tmp_path / "one", cfg, progress=False)
+    two = curate.curate_cohort(
+        raw, tmp_path / "two", CurationConfig(**{**vars(cfg), "workers": 2}), progress=False
+    )
+    assert one.patients == two.patients and len(one.patients) >= 3
+    np.testing.assert_array_equal(one.split, two.split)
+    assert one.gene_names == two.gene_names
+    for name in curated.ARRAY_KEYS[2:]:
+        np.testing.assert_array_equal(getattr(one, name), getattr(two, name), err_msg=name)
+    for table in ("slices.csv", "patients.csv"):
+        assert (one.path / table).read_bytes() == (two.path / table).read_bytes(), table
+    m1, m2 = ({k: v for k, v in c.manifest.items() if k != "created"} for c in (one, two))
+    assert m1 == m2

@@ -20,22 +20,25 @@ For every patient with a CT, a tumour segmentation and an expression profile:
 
 Steps 1-3 use :mod:`radiolib.data.geometry`, step 4 :mod:`radiolib.data.lungs`, step 6
 :mod:`radiolib.data.expression`. The result is a folder (:mod:`radiolib.data.curated`) written
-atomically and reused by a re-run with the same inputs and parameters.
+atomically and reused by a re-run with the same inputs and parameters. Patients are curated in
+parallel processes, each kept as it finishes (:mod:`radiolib.data.patient_store`) for re-runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
-from tqdm.auto import tqdm
 
 from radiolib.config import CurationConfig, check_curation
 from radiolib.data import nsclc
@@ -43,6 +46,7 @@ from radiolib.data.curated import (
     CuratedCohort,
     assemble,
     build_manifest,
+    code_hash,
     input_hashes,
     load_curated,
     patients_table,
@@ -67,9 +71,11 @@ from radiolib.data.lungs import (
     sample_background_centres,
     segment_lungs,
 )
+from radiolib.data.patient_store import PatientStore
 from radiolib.data.tables import EXPRESSION_NAMES, find_inputs
 from radiolib.errors import CohortError
 from radiolib.io import check_folder_path
+from radiolib.progress import progress_bar
 
 MAX_OUTSIDE_FRACTION = 0.5  # a VOI more than half outside the scan is kept with a warning
 
@@ -393,6 +399,15 @@ def split_patients(patients: Sequence[str], test_fraction: float, seed: int) -> 
 # --------------------------------------------------------------------------------------------
 
 
+def _patient_files(cohort: nsclc.Cohort, patient_id: str) -> list[Path]:
+    """The CT and SEG files of a kept patient (none when the cohort does not say)."""
+    try:
+        row = cohort.series.loc[patient_id]
+        return [*(Path(f) for f in row["ct_files"]), Path(row["seg_file"])]
+    except (KeyError, AttributeError, TypeError):
+        return []
+
+
 def _patient_file(cohort: nsclc.Cohort, patient_id: str) -> str:
     try:
         row = cohort.series.loc[patient_id]
@@ -402,31 +417,104 @@ def _patient_file(cohort: nsclc.Cohort, patient_id: str) -> str:
         return str(cohort.root)
 
 
+Outcome = PatientCuration | dict[str, str]  # a patient's slices, or why it was skipped
+
+
+def _curate_one(cohort: nsclc.Cohort, cfg: CurationConfig, patient_id: str) -> Outcome:
+    """One patient's scan loaded and curated; whatever fails, the patient is skipped."""
+    try:
+        scan = cohort.load_scan(patient_id)
+        return curate_scan(scan.ct, scan.mask, cfg, cfg.seed, patient_id)
+    except Exception as exc:  # noqa: BLE001 - one patient's bad file must not stop the rest
+        return {
+            "patient": patient_id,
+            "file": _patient_file(cohort, patient_id),
+            "reason": f"{type(exc).__name__}: {exc}",
+        }
+
+
+_IN_WORKER: dict[str, object] = {}  # the cohort and config of a worker process
+
+
+def _start_worker(cohort: nsclc.Cohort, cfg: CurationConfig, threads: int) -> None:
+    _IN_WORKER.update(cohort=cohort, cfg=cfg)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)  # the cores are shared out
+
+
+def _curate_in_worker(patient_id: str) -> Outcome:
+    return _curate_one(_IN_WORKER["cohort"], _IN_WORKER["cfg"], patient_id)
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _outcomes(
+    cohort: nsclc.Cohort, cfg: CurationConfig, patients: list[str]
+) -> Iterator[tuple[str, Outcome]]:
+    """``(patient, outcome)`` of each of ``patients`` as it finishes: one at a time in this
+    process with one worker, else in ``cfg.workers`` processes (0: one per core)."""
+    workers = min(cfg.workers or _cores(), len(patients))
+    if workers <= 1:
+        for pid in patients:
+            yield pid, _curate_one(cohort, cfg, pid)
+        return
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),  # no fork of a process with threads
+        initializer=_start_worker,
+        initargs=(cohort, cfg, max(1, _cores() // workers)),
+    )
+    try:
+        futures = {pool.submit(_curate_in_worker, pid): pid for pid in patients}
+        for future in as_completed(futures):
+            try:
+                yield futures[future], future.result()
+            except BrokenProcessPool:
+                raise CohortError(
+                    f"a curation worker process died while curating patient {futures[future]}: "
+                    "out of memory, or a script that curates outside an `if __name__ == "
+                    "'__main__':` block (worker processes import the main script); the patients "
+                    "finished so far are kept for the next run, which may use fewer workers "
+                    "(--workers, curation.workers; 1 curates in this process)"
+                ) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _curate_patients(
-    cohort: nsclc.Cohort, cfg: CurationConfig, expression_file: str, progress: bool
-) -> tuple[list[PatientCuration], list[dict[str, str]]]:
-    """Every patient of ``cohort`` curated, in its order: ``(results, skipped)``; a patient
-    without an expression sample, or whose files fail in any way, is skipped with the reason."""
-    results: list[PatientCuration] = []
-    skipped: list[dict[str, str]] = []
-    for pid in tqdm(list(cohort.patients), desc="curating", unit="patient", disable=not progress):
+    cohort: nsclc.Cohort,
+    cfg: CurationConfig,
+    expression_file: str,
+    progress: bool,
+    store: PatientStore,
+) -> tuple[list[PatientCuration], list[dict[str, str]], list[str | None]]:
+    """Every patient of ``cohort`` curated, in its order: ``(results, skipped, keys)``, keys
+    of the results in ``store``. A patient without an expression sample, or whose files fail
+    in any way, is skipped with the reason; a patient finished before is taken from ``store``,
+    and every one finished now is put there as soon as it is."""
+    done: dict[str, Outcome] = {}
+    keys: dict[str, str | None] = {}
+    for pid in cohort.patients:
         if pid not in cohort.expression.columns:
-            skipped.append(
-                {"patient": pid, "file": expression_file, "reason": "no expression sample"}
-            )
+            done[pid] = {"patient": pid, "file": expression_file, "reason": "no expression sample"}
             continue
-        try:
-            scan = cohort.load_scan(pid)
-            results.append(curate_scan(scan.ct, scan.mask, cfg, cfg.seed, pid))
-        except Exception as exc:  # noqa: BLE001 - one patient's bad file must not stop the rest
-            skipped.append(
-                {
-                    "patient": pid,
-                    "file": _patient_file(cohort, pid),
-                    "reason": f"{type(exc).__name__}: {exc}",
-                }
-            )
-    return results, skipped
+        keys[pid] = store.key(pid, _patient_files(cohort, pid))
+        stored = store.get(keys[pid])
+        if stored is not None:
+            done[pid] = stored
+    todo = [p for p in cohort.patients if p not in done]
+    with progress_bar(len(cohort.patients), "curating", "patient", progress, len(done)) as bar:
+        for pid, outcome in _outcomes(cohort, cfg, todo):
+            if isinstance(outcome, PatientCuration):
+                store.put(keys[pid], outcome)
+            done[pid] = outcome
+            bar.update()
+    results = [done[p] for p in cohort.patients if isinstance(done[p], PatientCuration)]
+    skipped = [done[p] for p in cohort.patients if not isinstance(done[p], PatientCuration)]
+    return results, skipped, [keys[r.patient_id] for r in results]
 
 
 def _split_and_genes(
@@ -477,18 +565,25 @@ def curate_cohort(
     to ``out`` and renamed into place only once complete, so a run that dies leaves any
     previous result intact. A result in ``out`` curated from another raw folder is replaced
     only with ``replace``; a folder that is no curated cohort never is.
+
+    Patients are curated in ``cfg.workers`` processes (0: one per core; 1: one at a time in
+    this process); the result is the same whatever their number. Each finished patient is kept
+    in a :class:`~radiolib.data.patient_store.PatientStore` beside ``out``, so a re-run after a
+    change of some inputs, or after a run that died, curates only the patients it lacks.
+    ``progress`` shows a bar of the patients done (a line every few seconds off a terminal).
     """
     check_curation(cfg)
     root, out = Path(root), check_folder_path(out, "curated cohort folder")
     prepare_out(out, root, replace)
-    params = dataclasses.asdict(cfg)
-    hashes = input_hashes(root, exclude=[out])
+    params = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "workers"}
+    store = PatientStore(out, root, params, code_hash())
+    hashes = input_hashes(root, exclude=[out, store.folder])
     reused = reusable(out, params, hashes)
     if reused is not None:
         return reused
     cohort = open_cohort(root)
     expression_file = _expression_file(cohort, root)
-    results, skipped = _curate_patients(cohort, cfg, expression_file, progress)
+    results, skipped, keys = _curate_patients(cohort, cfg, expression_file, progress, store)
     split, genes, gene_names, expression = _split_and_genes(
         cohort, results, skipped, cfg, expression_file
     )
@@ -497,4 +592,5 @@ def curate_cohort(
         root, cohort, params, hashes, results, skipped, curated, expression
     )
     write_curated(out, curated, patients_table(results, split))
+    store.keep_only(keys)
     return load_curated(out)  # the same object a re-run returns
