@@ -71,10 +71,12 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
-    from radiolib.data.curate import curate_cohort, curation_report
+    from radiolib.data.curate import curate_cohort
+    from radiolib.data.curated import curation_report
 
+    workers = {} if args.workers is None else {"curation.workers": args.workers}
     cohort = curate_cohort(
-        Path(args.data), Path(args.out), _profile(args).curation, replace=args.replace
+        Path(args.data), Path(args.out), _profile(args, workers).curation, replace=args.replace
     )
     print("\n".join(curation_report(cohort)))
     return 0
@@ -125,7 +127,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_convergence(args: argparse.Namespace) -> int:
     from radiolib.convergence import convergence_study
-    from radiolib.data.curate import load_curated
+    from radiolib.data.curated import load_curated
     from radiolib.io import atomic_write
 
     truth = None
@@ -165,7 +167,7 @@ def cmd_compare_maps(args: argparse.Namespace) -> int:
             raise ValueError("--data needs --truth, the phantom folder the cohort was curated from")
         if gans:
             raise ValueError("--gan trains GANs in the study's workspace; leave out --data")
-        from radiolib.data.curate import load_curated
+        from radiolib.data.curated import load_curated
         from radiolib.data.phantom import load_truth
 
         frame = maps.compare_cohort(
@@ -270,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--replace",
         action="store_true",
         help="replace a curated cohort in --out that was made from another --data folder",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes curating patients at once (default: the profile's curation.workers, "
+        "0 = one per CPU core; 1 = one at a time); the result is the same for any number",
     )
     _profile_args(p)
     p.set_defaults(func=cmd_curate)

@@ -51,6 +51,7 @@ class CurationConfig:
     background_max_mm: float = 25.0  # ... and no farther
     test_fraction: float = 0.25  # share of patients held out (patient-level split)
     seed: int = 0
+    workers: int = 0  # processes curating patients at once; 0: one per CPU core (no result changes)
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,7 @@ _MINIMUM: dict[str, float] = {
     "curation.background_vois": 0,
     "curation.background_slices": 0,
     "curation.seed": 0,
+    "curation.workers": 0,
     "model.code_dim": 1,
     "model.gene_hidden": 1,
     "model.noise_dim": 0,
@@ -355,15 +357,16 @@ _POSITIVE = (
 )
 
 
-def _validate(profile: Profile) -> None:
-    c, t = profile.curation, profile.train
+def _field_problems(flat: dict[str, Any]) -> list[str]:
+    """What is wrong with single numbers of ``flat`` (dotted name -> value): not finite, below
+    their least value, not positive, or not whole where the field is an int."""
     problems = []
-    for name, value in profile.flat().items():
+    for name, value in flat.items():
         values = value if isinstance(value, tuple) else (value,)
         if not values or isinstance(value, bool):
             continue
         if not all(isinstance(v, numbers.Real) for v in values):
-            continue  # names (model.weight_map, evaluation.variants): checked below
+            continue  # names (model.weight_map, evaluation.variants): checked by the section
         if not all(math.isfinite(v) for v in values):
             problems.append(f"{name} must be finite (got {value})")
         elif name in _MINIMUM and min(values) < _MINIMUM[name]:
@@ -372,14 +375,43 @@ def _validate(profile: Profile) -> None:
             problems.append(f"{name} must be > 0 (got {value})")
         elif isinstance(_DEFAULTS[name], int) and not isinstance(value, numbers.Integral):
             problems.append(f"{name} must be a whole number (got {value})")
-    if c.image_size < 16 or c.image_size & (c.image_size - 1):
-        problems.append(f"curation.image_size must be a power of two >= 16 (got {c.image_size})")
+    return problems
+
+
+def image_size_problem(image_size: int) -> str | None:
+    """Why ``image_size`` cannot be the networks' grid (a power of two >= 16), or None."""
+    if image_size < 16 or image_size & (image_size - 1):
+        return f"image_size must be a power of two >= 16 (got {image_size})"
+    return None
+
+
+def curation_problems(c: CurationConfig) -> list[str]:
+    """Everything wrong with a curation configuration (empty when it is valid)."""
+    problems = _field_problems({f"curation.{k}": v for k, v in dataclasses.asdict(c).items()})
+    if c.spacing_mm > 0 and c.voi_mm < 4 * c.spacing_mm:
+        problems.append(f"curation.voi_mm must be >= 4 voxels (got {c.voi_mm} mm)")
+    if size := image_size_problem(c.image_size):
+        problems.append(f"curation.{size}")
     if not 0 < c.test_fraction < 1:
         problems.append(f"curation.test_fraction must be in (0, 1) (got {c.test_fraction})")
     if not c.hu_window[0] < c.hu_window[1]:
         problems.append(f"curation.hu_window must be increasing (got {c.hu_window})")
     if not 0 < c.background_min_mm < c.background_max_mm:
         problems.append("curation.background_min_mm must be > 0 and < background_max_mm")
+    return problems
+
+
+def check_curation(c: CurationConfig) -> None:
+    """ValueError listing :func:`curation_problems` when there are any."""
+    problems = curation_problems(c)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _validate(profile: Profile) -> None:
+    c, t = profile.curation, profile.train
+    others = {k: v for k, v in profile.flat().items() if not k.startswith("curation.")}
+    problems = _field_problems(others) + curation_problems(c)
     m = profile.model
     for name, value, choices in (
         ("weight_map", m.weight_map, ("gate", "paper")),

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from radiolib.bench import count_flops
 from radiolib.config import Profile
-from radiolib.data.dataset import _split_patients, to_net
+from radiolib.data.dataset import pair_patients, to_net
 from radiolib.models.blocks import LRELU_SLOPE, GeneMapping, check_shape, conv, init_weights
 
 MAX_LOGIT_SCALE = 100.0  # CLIP's cap on 1 / temperature, against a runaway learnt temperature
@@ -211,7 +211,7 @@ def fit_contrastive(cohort: object, cfg: Profile, seed: int = 0) -> ContrastiveF
         raise ValueError(f"seed must be a non-negative integer (got {seed!r})")
     k = cfg.contrastive
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    patients = _split_patients(cohort, "train")
+    patients = pair_patients(cohort, "train")
     genes_np = np.asarray(cohort.genes, np.float32)
     if genes_np.ndim != 2 or len(genes_np) != len(cohort.patients):
         raise ValueError(

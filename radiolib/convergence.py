@@ -21,7 +21,7 @@ import pandas as pd
 from radiolib.config import Profile
 
 if TYPE_CHECKING:
-    from radiolib.data.curate import CuratedCohort
+    from radiolib.data.curated import CuratedCohort
     from radiolib.data.phantom import PhantomTruth
 
 # the numbers followed against steps: (section, measure) of the synthesis evaluation

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from radiolib.config import resolve_device
-from radiolib.data.curate import load_curated
+from radiolib.data.curated import load_curated
 from radiolib.data.dataset import evaluation_pairs
 from radiolib.io import atomic_write, check_folder_path
 from radiolib.metrics import (
@@ -67,7 +67,7 @@ from radiolib.subtype_classifier import classifier_accuracy, train_subtype_class
 
 if TYPE_CHECKING:
     from radiolib.config import Profile
-    from radiolib.data.curate import CuratedCohort
+    from radiolib.data.curated import CuratedCohort
     from radiolib.data.phantom import PhantomTruth
     from radiolib.models import GAN
 

@@ -43,7 +43,7 @@ from radiolib.radiogenomics import codes, conventional, ground_truth, scoring
 from radiolib.runs import finished_runs, load_generator
 
 if TYPE_CHECKING:
-    from radiolib.data.curate import CuratedCohort
+    from radiolib.data.curated import CuratedCohort
     from radiolib.data.phantom import PhantomTruth
     from radiolib.study import Workspace
 

@@ -5,8 +5,10 @@ there in the book: a bar written there would reach the terminal late, if at all,
 book with its updates. So ``radiolib study`` names a file in :data:`PROGRESS_ENV` for the
 kernels it starts and prints what they append to it as it comes (:func:`relayed_progress`);
 :func:`progress_bar` appends its state there as one line every few seconds, and nothing goes
-into the notebook. Outside a study :func:`progress_bar` is tqdm's usual bar (text on stderr in a
-terminal, a widget in Jupyter).
+into the notebook. Outside a study :func:`progress_bar` is tqdm's bar redrawn in place on a
+terminal; elsewhere (a log file, CI, a notebook's output) a bar redrawn with carriage returns
+would turn into one long unreadable line, so there each refresh is a line of its own, at most
+every ``log_every`` seconds, and the last line says how it ended.
 
 A relayed state is one JSON line ``{"bar": id, "text": tqdm's line, "closed": bool, "last": bool}``
 (``last``: the bar is full or closed).
@@ -18,6 +20,7 @@ import io
 import itertools
 import json
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -65,15 +68,51 @@ class _RelayedBar(tqdm):
             self._sink.close()
 
 
-def progress_bar(total: int, desc: str, initial: int = 0, unit: str = "it") -> tqdm:
-    """A bar of ``total`` units from ``initial``: relayed to the ``radiolib study`` terminal
-    when a study runs this (:func:`relaying`), else tqdm's own (``tqdm.auto``)."""
-    path = os.environ.get(PROGRESS_ENV)
-    if path:
-        return _RelayedBar(path, total=total, initial=initial, desc=desc, unit=unit)
-    from tqdm.auto import tqdm as auto
+class _Lines:
+    """A stream for tqdm that writes each refresh of the bar as a line of its own."""
 
-    return auto(total=total, initial=initial, desc=desc, unit=unit)
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.strip("\r\n").rstrip()
+        if line:
+            self._stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+def progress_bar(
+    total: int,
+    desc: str,
+    unit: str = "it",
+    enabled: bool = True,
+    initial: int = 0,
+    log_every: float = 15.0,
+    stream: TextIO | None = None,
+) -> tqdm:
+    """A bar of ``total`` ``unit`` s from ``initial``, disabled unless ``enabled``: relayed to
+    the ``radiolib study`` terminal when a study runs this (:func:`relaying`) and no ``stream``
+    is given; else on ``stream`` (default stderr), redrawn in place on a terminal and one line
+    per refresh (at most every ``log_every`` seconds) elsewhere."""
+    path = os.environ.get(PROGRESS_ENV)
+    if enabled and path and stream is None:
+        return _RelayedBar(path, total=total, initial=initial, desc=desc, unit=unit)
+    stream = stream if stream is not None else sys.stderr
+    if not enabled or getattr(stream, "isatty", lambda: False)():
+        return tqdm(
+            total=total, initial=initial, desc=desc, unit=unit, file=stream, disable=not enabled
+        )
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        file=_Lines(stream),
+        mininterval=log_every,
+        bar_format="{desc}: {n_fmt}/{total_fmt} " + unit + "s, {elapsed} elapsed, {remaining} left",
+    )
 
 
 def shows_progress(progress: bool | None) -> bool:

@@ -30,7 +30,7 @@ from radiolib.runs import LOG, TENSORBOARD, save_checkpoint
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
-    from radiolib.data.curate import CuratedCohort
+    from radiolib.data.curated import CuratedCohort
     from radiolib.train import TrainingLoop
 
 SAMPLE_COUNT = 8  # images in each sample grid

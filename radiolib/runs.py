@@ -26,7 +26,7 @@ from radiolib.errors import MissingRunError, StaleRunError, TrainingError
 from radiolib.io import atomic_write, read_json
 
 if TYPE_CHECKING:
-    from radiolib.data.curate import CuratedCohort
+    from radiolib.data.curated import CuratedCohort
     from radiolib.models import GAN
 
 CHECKPOINT = "checkpoint.pt"

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from radiolib.config import Profile
-    from radiolib.data.curate import CuratedCohort
+    from radiolib.data.curated import CuratedCohort
     from radiolib.study import Workspace
 
 

@@ -32,7 +32,7 @@ import datetime
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,10 @@ import torch
 from radiolib.errors import SynthesisError
 from radiolib.io import atomic_folder, make_temp_dir
 from radiolib.synthesis_files import FILES, write_synthesis
+
+if TYPE_CHECKING:
+    from radiolib.data.curated import CuratedCohort
+    from radiolib.models import GAN
 
 # --------------------------------------------------------------------------- geometry
 
@@ -67,7 +71,7 @@ def patch_geometry(
     """Geometry of the slice that curation cuts around ``centre_mm`` (x, y, z).
 
     Curation crops ``n = round(voi_mm / spacing_mm)`` voxels with voxel ``n // 2`` at the centre
-    (:func:`radiolib.data.curate.crop_voi`) and area-resizes them to ``image_size`` pixels: the
+    (:func:`radiolib.data.geometry.crop_voi`) and area-resizes them to ``image_size`` pixels: the
     square's outer edge stays, each pixel spans ``n * spacing_mm / image_size``.
     """
     n = int(round(voi_mm / spacing_mm))
@@ -90,8 +94,8 @@ class Run:
     """A trained GAN with the curated cohort it learnt from."""
 
     path: Path
-    gan: Any  # radiolib.models.GAN in eval mode
-    cohort: Any  # radiolib.data.curate.CuratedCohort
+    gan: GAN  # in eval mode
+    cohort: CuratedCohort
     curation: dict[str, Any]  # the cohort's curation parameters (spacing, VOI, window)
 
 
@@ -102,7 +106,7 @@ def load_run(
     folder the run recorded). Raises :class:`SynthesisError` (or the loaders' own errors) when
     the run is missing, is the inpainting GAN (it paints no genes), or does not match the
     cohort's genes or image size."""
-    from radiolib.data.curate import load_curated
+    from radiolib.data.curated import load_curated
     from radiolib.models.inpainting import InpaintingGAN
     from radiolib.runs import load_checkpoint, load_generator
 
@@ -196,7 +200,7 @@ def _show(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
 
 
-def gene_vector(spec: str, cohort: Any) -> tuple[np.ndarray, str]:
+def gene_vector(spec: str, cohort: CuratedCohort) -> tuple[np.ndarray, str]:
     """``spec``: a patient id of ``cohort`` or a gene file. Returns ``(genes (G,), source)``."""
     if spec in cohort.patients:
         return cohort.genes[cohort.patients.index(spec)].astype(np.float32), f"patient {spec}"
@@ -219,7 +223,7 @@ class Background:
     header: dict[str, Any] = field(default_factory=dict)  # patient/study of a source CT series
 
 
-def curated_background(cohort: Any, index: int, curation: dict[str, Any]) -> Background:
+def curated_background(cohort: CuratedCohort, index: int, curation: dict[str, Any]) -> Background:
     """Background slice ``index`` of the curated cohort, with the geometry it was cut with."""
     n = len(cohort.background_images)
     if not 0 <= index < n:
@@ -251,7 +255,7 @@ def curated_background(cohort: Any, index: int, curation: dict[str, Any]) -> Bac
 
 
 def _ct_files(folder: Path) -> list[Path]:
-    from radiolib.data.nsclc import scan_dicom
+    from radiolib.data.dicom import scan_dicom
 
     if not folder.is_dir():
         raise SynthesisError(f"--background {folder}: no such CT series folder")
@@ -280,8 +284,8 @@ def ct_background(
     ``n // 2`` at the position (air beyond the scan), HU window, area resize."""
     import pydicom
 
-    from radiolib.data.curate import AIR_HU, crop_voi, resample_isotropic, resize_stack, window
-    from radiolib.data.nsclc import load_ct
+    from radiolib.data.dicom import load_ct
+    from radiolib.data.geometry import AIR_HU, crop_voi, resample_isotropic, resize_stack, window
 
     folder = Path(folder)
     files = _ct_files(folder)
@@ -340,7 +344,7 @@ def ct_background(
 
 @torch.no_grad()
 def paint(
-    gan: Any, background: np.ndarray, genes: np.ndarray, seed: int = 0
+    gan: GAN, background: np.ndarray, genes: np.ndarray, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """The GAN's synthesis on one background ``(S, S)`` in [0, 1] with ``genes`` ``(G,)`` and
     noise N(0, 1) drawn from ``seed``: image ``(S, S)`` float32 in [0, 1] and mask ``(S, S)``

@@ -78,7 +78,7 @@ from radiolib.runs import (
 )
 
 if TYPE_CHECKING:
-    from radiolib.data.curate import CuratedCohort
+    from radiolib.data.curated import CuratedCohort
     from radiolib.data.dataset import PairedSlices
     from radiolib.models import GAN
 
@@ -480,7 +480,7 @@ def train_from_args(
     resume: bool = True,
 ) -> TrainResult:
     """``radiolib train``: load the curated cohort in ``data``, build ``model``, train it."""
-    from radiolib.data.curate import load_curated
+    from radiolib.data.curated import load_curated
 
     cohort = load_curated(Path(data))
     gan = build_for_cohort(model, cohort, profile, seed)

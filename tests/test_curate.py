@@ -15,7 +15,13 @@ import SimpleITK as sitk
 from scipy.spatial import cKDTree
 
 from radiolib.config import CurationConfig
-from radiolib.data import curate
+from radiolib.data import curate, curated, expression, geometry
+from radiolib.data.lungs import (
+    TUMOUR_MARGIN_MM,
+    background_slices,
+    sample_background_centres,
+    segment_lungs,
+)
 from radiolib.errors import CohortError
 
 SPACING = (1.25, 1.25, 2.5)  # x, y, z (mm): anisotropic like a clinical CT
@@ -84,7 +90,7 @@ def test_preprocess_expression_by_hand():
         },
         index=["g1", "g_missing", "g_constant", "g4"],
     )
-    z, samples, genes, report = curate.preprocess_expression(table)
+    z, samples, genes, report = expression.preprocess_expression(table)
     assert samples == ["R01-001", "R01-002", "R01-003", "R01-004"]
     assert genes == ["g1", "g4"]
     assert z.shape == (4, 2) and z.dtype == np.float32
@@ -94,19 +100,19 @@ def test_preprocess_expression_by_hand():
     assert report["genes_in"] == 4 and report["genes_kept"] == 2
     assert report["genes_with_missing"] == 1 and report["genes_constant"] == 1
     # statistics from a reference subset: g1 over s1..s3 is 0,1,2: mean 1, std sqrt(2/3)
-    z_ref, *_ = curate.preprocess_expression(table, reference=["R01-001", "R01-002", "R01-003"])
+    z_ref, *_ = expression.preprocess_expression(table, reference=["R01-001", "R01-002", "R01-003"])
     assert z_ref[3, 0] == pytest.approx((3 - 1) / np.sqrt(2 / 3), rel=1e-6)
 
 
 def test_preprocess_expression_errors():
     all_nan = pd.DataFrame({"a": [np.nan, 1.0], "b": [2.0, np.nan]}, index=["g1", "g2"])
     with pytest.raises(CohortError, match="no gene without missing values in expr.txt"):
-        curate.preprocess_expression(all_nan, source="expr.txt")
+        expression.preprocess_expression(all_nan, source="expr.txt")
     negative = pd.DataFrame({"a": [1.0, -2.0], "b": [2.0, 3.0]}, index=["g1", "g2"])
     with pytest.raises(CohortError, match="negative expression .* 'g2'"):
-        curate.preprocess_expression(negative)
+        expression.preprocess_expression(negative)
     with pytest.raises(CohortError, match="non-numeric"):
-        curate.preprocess_expression(pd.DataFrame({"a": ["x", "1"], "b": ["2", "3"]}))
+        expression.preprocess_expression(pd.DataFrame({"a": ["x", "1"], "b": ["2", "3"]}))
 
 
 # ------------------------------------------------------------------ geometry
@@ -127,14 +133,14 @@ def test_resample_isotropic_keeps_physical_space(flip):
     ramp = (phys @ np.array([1.0, 2.0, 3.0])).reshape(ref.GetSize()).transpose(2, 1, 0)
     img = sitk.GetImageFromArray(ramp.astype(np.float32))
     img.CopyInformation(ref)
-    out = curate.resample_isotropic(img, 1.0)
+    out = geometry.resample_isotropic(img, 1.0)
     assert out.GetSpacing() == (1.0, 1.0, 1.0)
     np.testing.assert_allclose(out.GetDirection(), np.eye(3).ravel())
     extent = np.array(ref.GetSize()) * np.array(ref.GetSpacing())
     assert np.all(np.abs(np.array(out.GetSize()) - extent) <= 0.5)  # 16 x 12.8 x 15 mm
     np.testing.assert_array_equal(out.GetSize(), (16, 13, 15))
     # every output voxel centre lies inside the scan: none is padding (-1000) alone
-    const = sitk.GetArrayFromImage(curate.resample_isotropic(img * 0 + 5.0, 1.0))
+    const = sitk.GetArrayFromImage(geometry.resample_isotropic(img * 0 + 5.0, 1.0))
     np.testing.assert_allclose(const, 5.0)
     lo = np.min(
         [
@@ -159,7 +165,7 @@ def test_resample_mask_box_extent_is_exact():
     m[4:8, 3:7, 3:7] = 1
     img = sitk.GetImageFromArray(m)
     img.SetSpacing((1.0, 1.0, 2.5))
-    out = sitk.GetArrayFromImage(curate.resample_isotropic(img, 1.0, is_mask=True))
+    out = sitk.GetArrayFromImage(geometry.resample_isotropic(img, 1.0, is_mask=True))
     assert out.dtype == np.uint8 and set(np.unique(out)) <= {0, 1}
     assert out.any(axis=(1, 2)).sum() == 10
     assert out.any(axis=(0, 2)).sum() == 4 and out.sum() == 10 * 4 * 4
@@ -167,22 +173,22 @@ def test_resample_mask_box_extent_is_exact():
 
 def test_crop_voi_centres_and_pads():
     vol = np.arange(10 * 12 * 14, dtype=np.float32).reshape(10, 12, 14)
-    voi = curate.crop_voi(vol, (5, 6, 7), 6, fill=-1000)
+    voi = geometry.crop_voi(vol, (5, 6, 7), 6, fill=-1000)
     assert voi.shape == (6, 6, 6)
     assert voi[3, 3, 3] == vol[5, 6, 7]  # centre at index size // 2
     np.testing.assert_array_equal(voi, vol[2:8, 3:9, 4:10])
-    edge = curate.crop_voi(vol, (0, 11, 7), 6, fill=-1000)
+    edge = geometry.crop_voi(vol, (0, 11, 7), 6, fill=-1000)
     assert edge[3, 3, 3] == vol[0, 11, 7]
     assert (edge[:3] == -1000).all() and (edge[:, 4:] == -1000).all()
     np.testing.assert_array_equal(edge[3:, :4], vol[0:3, 8:12, 4:10])
-    assert curate.voi_outside_fraction(vol.shape, (0, 11, 7), 6) == pytest.approx(
+    assert geometry.voi_outside_fraction(vol.shape, (0, 11, 7), 6) == pytest.approx(
         1 - (3 * 4 * 6) / 216
     )
 
 
 def test_window_maps_known_hu():
     hu = np.array([-2000, -1000, -300, 400, 1000], np.float32)
-    np.testing.assert_allclose(curate.window(hu, (-1000, 400)), [0, 0, 0.5, 1, 1])
+    np.testing.assert_allclose(geometry.window(hu, (-1000, 400)), [0, 0, 0.5, 1, 1])
 
 
 def test_tumour_voi_and_slices_on_chest():
@@ -212,11 +218,11 @@ def test_voi_padded_with_air_at_scan_edge():
     cfg = CurationConfig(voi_mm=40.0, image_size=32, background_vois=0)
     out = curate.curate_scan(ct, mask, cfg, seed=0, patient_id="R01-901")
     assert any("touches the edge" in w for w in out.warnings)
-    hu = sitk.GetArrayFromImage(curate.resample_isotropic(ct, 1.0))
-    centre = curate.tumour_centre(
-        sitk.GetArrayFromImage(curate.resample_isotropic(mask, 1.0, True))
+    hu = sitk.GetArrayFromImage(geometry.resample_isotropic(ct, 1.0))
+    centre = geometry.tumour_centre(
+        sitk.GetArrayFromImage(geometry.resample_isotropic(mask, 1.0, True))
     )
-    voi = curate.crop_voi(hu, centre, 40, curate.AIR_HU)
+    voi = geometry.crop_voi(hu, centre, 40, geometry.AIR_HU)
     below = 20 - centre[0]  # VOI slices before the scan's first slice
     assert below > 0 and (voi[:below] == -1000).all()
     assert voi.shape == (40, 40, 40)
@@ -231,8 +237,8 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_segment_lungs_matches_true_lungs():
     ct, _ = make_chest(noise=20.0)
-    iso = curate.resample_isotropic(ct, 1.5)
-    lungs = curate.segment_lungs(sitk.GetArrayFromImage(iso), 1.5)
+    iso = geometry.resample_isotropic(ct, 1.5)
+    lungs = segment_lungs(sitk.GetArrayFromImage(iso), 1.5)
     truth = true_lungs(physical_grid(iso))
     assert dice(lungs, truth) > 0.9
     # the tumour and the vessels (enclosed by lung) are inside the mask
@@ -246,21 +252,21 @@ def test_segment_lungs_matches_true_lungs():
 def test_segment_lungs_with_lung_cut_by_field_of_view():
     """A reduced field of view cuts the body and the left lung at the image's left edge."""
     ct, _ = make_chest(noise=20.0)
-    iso = curate.resample_isotropic(ct[14:, :, :], 1.5)  # x from -42.5 mm: lung spans -49 to -5
+    iso = geometry.resample_isotropic(ct[14:, :, :], 1.5)  # x from -42.5 mm: lung spans -49 to -5
     hu = sitk.GetArrayFromImage(iso)
     truth = true_lungs(physical_grid(iso))
     assert truth[:, :, 0].any() and (hu[:, :, 0] < -950).any()
-    lungs = curate.segment_lungs(hu, 1.5)
+    lungs = segment_lungs(hu, 1.5)
     assert dice(lungs, truth) > 0.9
 
 
 def test_background_centres_distance_and_tumour():
     ct, mask = make_chest()
-    iso_ct = curate.resample_isotropic(ct, 1.5)
+    iso_ct = geometry.resample_isotropic(ct, 1.5)
     g = physical_grid(iso_ct)
     lungs = true_lungs(g)
-    tumour = sitk.GetArrayFromImage(curate.resample_isotropic(mask, 1.5, True)).astype(bool)
-    centres, dist = curate.sample_background_centres(
+    tumour = sitk.GetArrayFromImage(geometry.resample_isotropic(mask, 1.5, True)).astype(bool)
+    centres, dist = sample_background_centres(
         lungs, tumour, 1.5, 40, 5.0, 25.0, np.random.default_rng(1)
     )
     assert centres.shape == (40, 3) and dist.shape == (40,)
@@ -272,13 +278,13 @@ def test_background_centres_distance_and_tumour():
     assert lungs[tuple(centres.T)].all() and not tumour[tuple(centres.T)].any()
     assert (d_out >= 5 - 1e-6).all() and (d_tum >= 5).all()
     # the boundary is the nearer of the lung's edge and the (dilated) tumour's
-    assert (np.minimum(d_out, d_tum - curate.TUMOUR_MARGIN_MM) <= 25 + 1.5).all()
-    again, _ = curate.sample_background_centres(lungs, tumour, 1.5, 40, 5.0, 25.0, 1)
+    assert (np.minimum(d_out, d_tum - TUMOUR_MARGIN_MM) <= 25 + 1.5).all()
+    again, _ = sample_background_centres(lungs, tumour, 1.5, 40, 5.0, 25.0, 1)
     np.testing.assert_array_equal(centres, again)
     # a lung too thin for the wanted distance yields no centre
     thin = np.zeros_like(lungs)
     thin[10:12, 10:30, 10:30] = True
-    none, _ = curate.sample_background_centres(thin, tumour, 1.5, 3, 5.0, 25.0, 0)
+    none, _ = sample_background_centres(thin, tumour, 1.5, 3, 5.0, 25.0, 0)
     assert none.shape == (0, 3)
 
 
@@ -306,11 +312,11 @@ def test_background_slices_avoid_padding_and_tumour():
     mask = np.zeros(ct.shape, bool)
     mask[5:7, 2:4, 2:4] = True
     inside = np.arange(10) >= 3
-    imgs, idx, px = curate.background_slices(ct, mask, 5, 4, (-1000, 400), 0, inside=inside)
+    imgs, idx, px = background_slices(ct, mask, 5, 4, (-1000, 400), 0, inside=inside)
     assert sorted(idx) == [3, 4, 7, 8, 9] and (px == 0).all()
     np.testing.assert_allclose(imgs, 500 / 1400, rtol=1e-5)
     # too few clean slices: the tumour slices inside the scan come in, padding still does not
-    _, idx, px = curate.background_slices(ct, mask, 7, 4, (-1000, 400), 0, inside=inside)
+    _, idx, px = background_slices(ct, mask, 7, 4, (-1000, 400), 0, inside=inside)
     assert sorted(idx) == list(range(3, 10)) and px.sum() == 8
 
 
@@ -361,13 +367,14 @@ SMALL = CurationConfig(
     background_max_mm=12.0,
     test_fraction=0.25,
     seed=0,
+    workers=1,  # the fake cohort's loader lives in this process
 )
 
 
 @pytest.fixture()
-def fake_cohort(tmp_path, monkeypatch):
-    """A raw folder with an expression file and a fake loader for six patients: four good, one
-    whose scan fails to load, one with an empty mask."""
+def fake_cohort(tmp_path):
+    """A raw folder with an expression file and an opener of a fake cohort of six patients:
+    four good, one whose scan fails to load, one with an empty mask."""
     root = tmp_path / "raw"
     ids = [*GOOD, "R01-005", "R01-006"]
     rng = np.random.default_rng(0)
@@ -387,18 +394,9 @@ def fake_cohort(tmp_path, monkeypatch):
         },
         index=ids,
     )
-    cohort = types.SimpleNamespace(
-        root=root,
-        patients=ids,
-        series=series,
-        expression=expr,
-        clinical=pd.DataFrame(index=ids),
-        semantic=pd.DataFrame(),
-        dropped=pd.DataFrame({"patient_id": ["R01-099"], "reason": ["no SEG"], "file": ["x"]}),
-    )
     calls = {"load": 0}
 
-    def load_scan(c, pid):
+    def load_scan(pid):
         calls["load"] += 1
         if pid == "R01-005":
             raise CohortError(f"patient {pid}: unreadable CT file {root / 'dicom' / 'R01-005.dcm'}")
@@ -410,15 +408,23 @@ def fake_cohort(tmp_path, monkeypatch):
         ct, mask = make_chest(tumour_mm=GOOD[pid], radius=6.0)
         return types.SimpleNamespace(patient_id=pid, ct=ct, mask=mask)
 
-    monkeypatch.setattr(curate, "_open_cohort", lambda r: cohort)
-    monkeypatch.setattr(curate, "_load_scan", load_scan)
-    return root, calls
+    cohort = types.SimpleNamespace(
+        root=root,
+        patients=ids,
+        series=series,
+        expression=expr,
+        clinical=pd.DataFrame(index=ids),
+        semantic=pd.DataFrame(),
+        dropped=pd.DataFrame({"patient_id": ["R01-099"], "reason": ["no SEG"], "file": ["x"]}),
+        load_scan=load_scan,
+    )
+    return root, calls, lambda r: cohort
 
 
 def test_curate_cohort_end_to_end(fake_cohort, tmp_path):
-    root, calls = fake_cohort
+    root, calls, opener = fake_cohort
     out = tmp_path / "curated"
-    c = curate.curate_cohort(root, out, SMALL, progress=False)
+    c = curate.curate_cohort(root, out, SMALL, progress=False, open_cohort=opener)
     assert calls["load"] == 6
     assert sorted(p.name for p in out.iterdir()) == [
         "arrays.npz",
@@ -451,93 +457,122 @@ def test_curate_cohort_end_to_end(fake_cohort, tmp_path):
     assert c.manifest["parameters"]["voi_mm"] == 40.0
     assert c.manifest["input_hashes"]["tables_sha256"]
     assert "log2(x + 1)" in c.manifest["expression"]["transform"]
-    again = curate.load_curated(out)
+    again = curated.load_curated(out)
     np.testing.assert_array_equal(again.tumour_images, c.tumour_images)
     np.testing.assert_array_equal(again.split, c.split)
     assert again.gene_names == c.gene_names
 
 
 def test_rerun_reuses_and_inputs_invalidate(fake_cohort, tmp_path):
-    root, calls = fake_cohort
+    root, calls, opener = fake_cohort
     out = tmp_path / "curated"
-    curate.curate_cohort(root, out, SMALL, progress=False)
+    curate.curate_cohort(root, out, SMALL, progress=False, open_cohort=opener)
     stamp = (out / "manifest.json").stat().st_mtime_ns
     calls["load"] = 0
-    c = curate.curate_cohort(root, out, SMALL, progress=False)
+    c = curate.curate_cohort(root, out, SMALL, progress=False, open_cohort=opener)
     assert calls["load"] == 0 and (out / "manifest.json").stat().st_mtime_ns == stamp
     assert c.patients == list(GOOD)
     # a changed parameter recomputes
-    curate.curate_cohort(root, out, CurationConfig(**{**vars(SMALL), "seed": 1}), progress=False)
+    curate.curate_cohort(
+        root, out, CurationConfig(**{**vars(SMALL), "seed": 1}), progress=False, open_cohort=opener
+    )
     assert calls["load"] == 6
-    # a changed input file recomputes
+    # a changed input file recomputes; the patients whose own files did not change are reused,
+    # the two skipped ones are tried again
     calls["load"] = 0
     expr_file = root / "GSE103584_R01_NSCLC_RNAseq.txt"
     expr_file.write_text(expr_file.read_text() + "\n")
-    curate.curate_cohort(root, out, CurationConfig(**{**vars(SMALL), "seed": 1}), progress=False)
+    seed1 = CurationConfig(**{**vars(SMALL), "seed": 1})
+    first = curate.curate_cohort(root, out, seed1, progress=False, open_cohort=opener)
+    assert calls["load"] == 2
+    # a patient whose file changed is curated again, and so is one whose stored result is damaged
+    calls["load"] = 0
+    scan = root / "dicom" / "R01-001.dcm"
+    os.utime(scan, ns=(scan.stat().st_atime_ns, scan.stat().st_mtime_ns + 10**9))
+    curate.curate_cohort(root, out, seed1, progress=False, open_cohort=opener)
+    assert calls["load"] == 3
+    calls["load"] = 0
+    for entry in (tmp_path / ".curated-patients").glob("*.npz"):
+        entry.write_bytes(entry.read_bytes()[:100])
+    expr_file.write_text(expr_file.read_text() + "\n")
+    again = curate.curate_cohort(root, out, seed1, progress=False, open_cohort=opener)
     assert calls["load"] == 6
+    for name in ("tumour_images", "tumour_masks", "background_images", "genes"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+    pd.testing.assert_frame_equal(again.slices, first.slices)
+    # a result with another worker count is the same result: nothing is curated again
+    calls["load"] = 0
+    curate.curate_cohort(
+        root, out, CurationConfig(**{**vars(seed1), "workers": 3}), open_cohort=opener
+    )
+    assert calls["load"] == 0
 
 
 def test_interrupted_run_keeps_previous_result(fake_cohort, tmp_path, monkeypatch):
-    root, calls = fake_cohort
+    root, calls, opener = fake_cohort
     out = tmp_path / "curated"
-    first = curate.curate_cohort(root, out, SMALL, progress=False)
+    first = curate.curate_cohort(root, out, SMALL, progress=False, open_cohort=opener)
     before = json.loads((out / "manifest.json").read_text())
     other = CurationConfig(**{**vars(SMALL), "seed": 5})
 
     def broken(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(curate, "write_json", broken)  # dies after arrays and tables are written
+    monkeypatch.setattr(curated, "write_json", broken)  # dies after arrays and tables are written
     with pytest.raises(RuntimeError, match="disk full"):
-        curate.curate_cohort(root, out, other, progress=False)
+        curate.curate_cohort(root, out, other, progress=False, open_cohort=opener)
     monkeypatch.undo()
     assert json.loads((out / "manifest.json").read_text()) == before
-    kept = curate.load_curated(out)
+    kept = curated.load_curated(out)
     np.testing.assert_array_equal(kept.tumour_images, first.tumour_images)
     assert not list(tmp_path.glob(".curated.*"))
 
 
 def test_interrupt_during_patients_keeps_previous_result(fake_cohort, tmp_path, monkeypatch):
-    root, _ = fake_cohort
+    root, _, opener = fake_cohort
     out = tmp_path / "curated"
-    curate.curate_cohort(root, out, SMALL, progress=False)
+    curate.curate_cohort(root, out, SMALL, progress=False, open_cohort=opener)
     stamp = (out / "arrays.npz").stat().st_mtime_ns
 
-    def interrupted(c, pid):
+    def interrupted(pid):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(curate, "_load_scan", interrupted)
+    monkeypatch.setattr(opener(root), "load_scan", interrupted)
     with pytest.raises(KeyboardInterrupt):
         curate.curate_cohort(
-            root, out, CurationConfig(**{**vars(SMALL), "seed": 2}), progress=False
+            root,
+            out,
+            CurationConfig(**{**vars(SMALL), "seed": 2}),
+            progress=False,
+            open_cohort=opener,
         )
     assert (out / "arrays.npz").stat().st_mtime_ns == stamp
-    curate.load_curated(out)
+    curated.load_curated(out)
 
 
 def test_load_curated_names_broken_file(fake_cohort, tmp_path):
-    root, _ = fake_cohort
+    root, _, opener = fake_cohort
     out = tmp_path / "curated"
-    curate.curate_cohort(root, out, SMALL, progress=False)
+    curate.curate_cohort(root, out, SMALL, progress=False, open_cohort=opener)
     data = (out / "arrays.npz").read_bytes()
     (out / "arrays.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(CohortError, match="arrays.npz"):
-        curate.load_curated(out)
+        curated.load_curated(out)
     os.remove(out / "slices.csv")
     with pytest.raises(CohortError, match="slices.csv is missing"):
-        curate.load_curated(out)
+        curated.load_curated(out)
     # a corrupt result is not reused: the next run rebuilds it
-    c = curate.curate_cohort(root, out, SMALL, progress=False)
-    assert Path(c.path) == out and curate.load_curated(out).patients == list(GOOD)
+    c = curate.curate_cohort(root, out, SMALL, progress=False, open_cohort=opener)
+    assert Path(c.path) == out and curated.load_curated(out).patients == list(GOOD)
 
 
 def test_refuses_to_replace_a_foreign_folder(fake_cohort, tmp_path):
-    root, _ = fake_cohort
+    root, _, opener = fake_cohort
     out = tmp_path / "notes"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(CohortError, match="not a curated cohort"):
-        curate.curate_cohort(root, out, SMALL, progress=False)
+        curate.curate_cohort(root, out, SMALL, progress=False, open_cohort=opener)
     assert (out / "keep.txt").read_text() == "mine"
 
 
@@ -547,11 +582,11 @@ DEAD_PID = 99_999_999  # above any pid_max: no such process
 def test_another_source_needs_replace_and_killed_runs_leave_nothing_behind(
     fake_cohort, tmp_path, monkeypatch
 ):
-    root, calls = fake_cohort
+    root, calls, opener = fake_cohort
     out = tmp_path / "curated"
     old_umask = os.umask(0o027)
     try:
-        curate.curate_cohort(root, out, SMALL, progress=False)
+        curate.curate_cohort(root, out, SMALL, progress=False, open_cohort=opener)
     finally:
         os.umask(old_umask)
     # files and folder follow the umask (mkstemp alone would leave 0600)
@@ -564,10 +599,12 @@ def test_another_source_needs_replace_and_killed_runs_leave_nothing_behind(
     other = tmp_path / "other-download"
     other.mkdir()
     with pytest.raises(CohortError, match=f"curated from {root.resolve()}.*pass --replace"):
-        curate.curate_cohort(other, out, SMALL, progress=False)
+        curate.curate_cohort(other, out, SMALL, progress=False, open_cohort=opener)
     assert (out / "manifest.json").read_bytes() == stamp
     calls["load"] = 0
-    replaced = curate.curate_cohort(other, out, SMALL, progress=False, replace=True)
+    replaced = curate.curate_cohort(
+        other, out, SMALL, progress=False, replace=True, open_cohort=opener
+    )
     assert calls["load"] == 6 and replaced.manifest["root"] == str(other.resolve())
 
     # a run killed between its two renames left the result as .old-PID and no folder: it is
@@ -576,44 +613,46 @@ def test_another_source_needs_replace_and_killed_runs_leave_nothing_behind(
     (tmp_path / f".curated.tmp-{DEAD_PID + 1}").mkdir()
     (tmp_path / f".curated.tmp-{os.getppid()}").mkdir()
     calls["load"] = 0
-    again = curate.curate_cohort(other, out, SMALL, progress=False)
+    again = curate.curate_cohort(other, out, SMALL, progress=False, open_cohort=opener)
     assert calls["load"] == 0 and again.manifest["root"] == str(other.resolve())
-    curate.curate_cohort(other, out, CurationConfig(**{**vars(SMALL), "seed": 3}), progress=False)
+    curate.curate_cohort(
+        other, out, CurationConfig(**{**vars(SMALL), "seed": 3}), progress=False, open_cohort=opener
+    )
     assert sorted(p.name for p in tmp_path.glob(".curated.*")) == [f".curated.tmp-{os.getppid()}"]
 
 
 def test_a_patient_whose_files_raise_anything_is_skipped(fake_cohort, tmp_path, monkeypatch):
-    root, _ = fake_cohort
-    real = curate._load_scan
+    root, _, opener = fake_cohort
+    real = opener(root).load_scan
 
-    def odd(c, pid):
+    def odd(pid):
         if pid == "R01-004":
             raise AttributeError("'FileDataset' object has no attribute 'Rows'")
-        return real(c, pid)
+        return real(pid)
 
-    monkeypatch.setattr(curate, "_load_scan", odd)
-    c = curate.curate_cohort(root, tmp_path / "c", SMALL, progress=False)
+    monkeypatch.setattr(opener(root), "load_scan", odd)
+    c = curate.curate_cohort(root, tmp_path / "c", SMALL, progress=False, open_cohort=opener)
     skipped = {s["patient"]: s["reason"] for s in c.manifest["skipped"]}
     assert skipped["R01-004"] == "AttributeError: 'FileDataset' object has no attribute 'Rows'"
     assert len(c.patients) == 3
-    report = curate.curation_report(c)
+    report = curated.curation_report(c)
     assert "4 patient(s) left out:" in report  # R01-099 by the loader, three here
     assert any(line.startswith("  R01-004: AttributeError") for line in report)
     assert c.manifest["counts"]["subjects_found"] == 7
 
 
 def test_too_few_patients_for_split(fake_cohort, tmp_path, monkeypatch):
-    root, _ = fake_cohort
-    real = curate._load_scan
+    root, _, opener = fake_cohort
+    real = opener(root).load_scan
 
-    def only_two(c, pid):
+    def only_two(pid):
         if pid in ("R01-003", "R01-004"):
             raise CohortError(f"patient {pid}: no CT")
-        return real(c, pid)
+        return real(pid)
 
-    monkeypatch.setattr(curate, "_load_scan", only_two)
+    monkeypatch.setattr(opener(root), "load_scan", only_two)
     with pytest.raises(CohortError, match="cannot split 2 patients.*R01-003: CohortError"):
-        curate.curate_cohort(root, tmp_path / "c", SMALL, progress=False)
+        curate.curate_cohort(root, tmp_path / "c", SMALL, progress=False, open_cohort=opener)
 
 
 def test_explain_background_sampling_shows_the_band_and_centres():
@@ -636,7 +675,7 @@ def test_explain_background_sampling_shows_the_band_and_centres():
 
 
 def test_soft_tissue_share_counts_dense_pixels_outside_the_tumour():
-    from radiolib.data.curate import soft_tissue_share
+    from radiolib.data.geometry import soft_tissue_share
 
     hu_window = (-1000.0, 400.0)
     lung, tissue = (-850 + 1000) / 1400, (40 + 1000) / 1400  # windowed HU
@@ -651,3 +690,26 @@ def test_soft_tissue_share_counts_dense_pixels_outside_the_tumour():
     assert soft_tissue_share(images[:1], hu_window)[0] == pytest.approx(0.30)
     with pytest.raises(ValueError, match="outside the window"):
         soft_tissue_share(images, hu_window, threshold_hu=500)
+
+
+def test_one_or_two_workers_curate_the_same_cohort(tmp_path):
+    """Patients curated in two processes: the same patients, arrays, tables and manifest, in
+    the same order, as one at a time in this process."""
+    from radiolib.data.phantom import write_phantom
+
+    raw = tmp_path / "raw"
+    write_phantom(raw, patients=5, matrix=64, progress=False)
+    cfg = CurationConfig(**{**vars(SMALL), "background_vois": 1, "background_slices": 4})
+    one = curate.curate_cohort(raw, tmp_path / "one", cfg, progress=False)
+    two = curate.curate_cohort(
+        raw, tmp_path / "two", CurationConfig(**{**vars(cfg), "workers": 2}), progress=False
+    )
+    assert one.patients == two.patients and len(one.patients) >= 3
+    np.testing.assert_array_equal(one.split, two.split)
+    assert one.gene_names == two.gene_names
+    for name in curated.ARRAY_KEYS[2:]:
+        np.testing.assert_array_equal(getattr(one, name), getattr(two, name), err_msg=name)
+    for table in ("slices.csv", "patients.csv"):
+        assert (one.path / table).read_bytes() == (two.path / table).read_bytes(), table
+    m1, m2 = ({k: v for k, v in c.manifest.items() if k != "created"} for c in (one, two))
+    assert m1 == m2

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from radiolib.data.curate import CuratedCohort
+from radiolib.data.curated import CuratedCohort
 from radiolib.data.dataset import PairedSlices, evaluation_pairs, from_net, to_net
 from radiolib.errors import CohortError
 

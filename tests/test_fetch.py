@@ -9,7 +9,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-from radiolib.data import fetch, nsclc
+from radiolib.data import fetch, tables
 from radiolib.errors import CohortError
 from radiolib.io import read_json
 
@@ -25,7 +25,7 @@ def selection() -> pd.DataFrame:
 
 def test_rnaseq_samples_match_series_matrix():
     s = fetch.rnaseq_samples()
-    m = nsclc.read_series_matrix(DATA / "nsclc" / "GSE103584_series_matrix.txt")
+    m = tables.read_series_matrix(DATA / "nsclc" / "GSE103584_series_matrix.txt")
     assert len(s) == 130 and s.index.is_unique
     assert list(s.index) == list(m.index)
     assert (s["geo_accession"] == m["geo_accession"]).all()

@@ -1,5 +1,6 @@
-"""Loaders of radiolib.data.nsclc on real files: pydicom's CT test series, highdicom's SEG test
-files, the TCIA clinical table, TCIA AIM files and the GEO series matrix (tests/data)."""
+"""Loaders of radiolib.data.nsclc, .dicom and .tables on real files: pydicom's CT test series,
+highdicom's SEG test files, the TCIA clinical table, TCIA AIM files and the GEO series matrix
+(tests/data)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels import pack_bits
 from pydicom.uid import generate_uid
 
-from radiolib.data import nsclc
+from radiolib.data import dicom, nsclc, tables
 from radiolib.errors import CohortError
 
 DATA = Path(__file__).parent / "data"
@@ -93,7 +94,7 @@ def root(tmp_path: Path) -> Path:
 def test_ct_small_loads_as_hu():
     path = Path(get_testdata_file("CT_small.dcm"))
     ds = pydicom.dcmread(path)
-    img = nsclc.load_ct([path], "1CT1")
+    img = dicom.load_ct([path], "1CT1")
     arr = sitk.GetArrayFromImage(img)
     assert img.GetPixelID() == sitk.sitkFloat32 and arr.shape == (1, 128, 128)
     hu = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
@@ -106,7 +107,7 @@ def test_ct_small_loads_as_hu():
 
 def test_ct2_series_sorted_and_irregular_spacing_refused(tmp_path):
     files = [ct2(n) for n in reversed(CT2[1:])]  # given in reverse order
-    img = nsclc.load_ct(files, "p")
+    img = dicom.load_ct(files, "p")
     assert img.GetSize() == (16, 16, 3)
     assert img.GetSpacing()[2] == pytest.approx(1.25)
     assert img.GetOrigin()[2] == pytest.approx(103.019997)  # lowest slice first
@@ -119,7 +120,7 @@ def test_ct2_series_sorted_and_irregular_spacing_refused(tmp_path):
         CohortError,
         match=r"patient R01-9: CT series in .*CT2 has missing slice\(s\) \(161 absent\)",
     ):
-        nsclc.load_ct([ct2(n) for n in CT2], "R01-9")
+        dicom.load_ct([ct2(n) for n in CT2], "R01-9")
 
 
 def test_missing_slice_refused(tmp_path):
@@ -137,7 +138,7 @@ def test_missing_slice_refused(tmp_path):
             )
         )
     with pytest.raises(CohortError, match=r"R01-7.*ser.*missing slice\(s\) \(1 absent\)"):
-        nsclc.load_ct(files, "R01-7")
+        dicom.load_ct(files, "R01-7")
 
 
 def test_truncated_ct_file_named(tmp_path):
@@ -145,7 +146,7 @@ def test_truncated_ct_file_named(tmp_path):
     bad = tmp_path / "bad.dcm"
     bad.write_bytes(src.read_bytes()[:-100])
     with pytest.raises(CohortError, match=r"R01-5: corrupt CT file .*bad\.dcm.*truncated"):
-        nsclc.load_ct([bad], "R01-5")
+        dicom.load_ct([bad], "R01-5")
 
 
 # ------------------------------------------------------------------------------ SEG
@@ -161,7 +162,7 @@ def highdicom_masks(seg_path: Path, sops: list[str], segments: list[int]) -> np.
 
 def test_decode_seg_binary_on_ct_grid():
     files = [ct2(n) for n in CT2]
-    mask = nsclc.decode_seg(SEG_DIR / "seg_image_ct_binary.dcm", files, patient_id="p")
+    mask = dicom.decode_seg(SEG_DIR / "seg_image_ct_binary.dcm", files, patient_id="p")
     assert mask.shape == (4, 16, 16) and mask.dtype == np.uint8
     assert mask[0].sum() == 0  # slice 17106 has no frame
     assert mask.sum(axis=(1, 2)).tolist() == [0, 127, 256, 255]
@@ -175,16 +176,16 @@ def test_decode_seg_two_segments_union_and_each():
     path = SEG_DIR / "seg_image_ct_binary_overlap.dcm"
     sops = [str(pydicom.dcmread(ct2(n)).SOPInstanceUID) for n in CT2]
     ref = highdicom_masks(path, sops, [1, 2])
-    one = nsclc.decode_seg(path, files, segments=1)
-    two = nsclc.decode_seg(path, files, segments=[2])
-    union = nsclc.decode_seg(path, files)
+    one = dicom.decode_seg(path, files, segments=1)
+    two = dicom.decode_seg(path, files, segments=[2])
+    union = dicom.decode_seg(path, files)
     np.testing.assert_array_equal(one, ref[..., 0])
     np.testing.assert_array_equal(two, ref[..., 1])
     np.testing.assert_array_equal(union, (ref[..., 0] | ref[..., 1]))
     assert one.sum(axis=(1, 2)).tolist() == [16] * 4 and two.sum(axis=(1, 2)).tolist() == [4] * 4
     assert union.sum() == (one | two).sum() < one.sum() + two.sum()  # they overlap
     with pytest.raises(CohortError, match=r"segments \[1, 2\], not \[3\]"):
-        nsclc.decode_seg(path, files, segments=3)
+        dicom.decode_seg(path, files, segments=3)
 
 
 def test_decode_seg_frames_reordered_and_located_by_position(tmp_path):
@@ -201,7 +202,7 @@ def test_decode_seg_frames_reordered_and_located_by_position(tmp_path):
     ds.save_as(out)
     files = [ct2(n) for n in CT2]
     np.testing.assert_array_equal(
-        nsclc.decode_seg(out, files, segments=2), nsclc.decode_seg(src, files, segments=2)
+        dicom.decode_seg(out, files, segments=2), dicom.decode_seg(src, files, segments=2)
     )
 
 
@@ -215,7 +216,7 @@ def test_seg_frames_off_the_ct_grid_refused(tmp_path):
         g.PlanePositionSequence[0].ImagePositionPatient = [ipp[0] + 1.5, ipp[1], ipp[2]]
     ds.save_as(tmp_path / "shifted.dcm")
     with pytest.raises(CohortError, match=r"R01-4: SEG .*shifted\.dcm frames are shifted by 3\.1"):
-        nsclc.decode_seg(tmp_path / "shifted.dcm", files, patient_id="R01-4")
+        dicom.decode_seg(tmp_path / "shifted.dcm", files, patient_id="R01-4")
 
     ds = pydicom.dcmread(src)
     for g in ds.PerFrameFunctionalGroupsSequence:
@@ -224,7 +225,7 @@ def test_seg_frames_off_the_ct_grid_refused(tmp_path):
         g.PlanePositionSequence[0].ImagePositionPatient = [ipp[0], ipp[1], ipp[2] + 0.6]
     ds.save_as(tmp_path / "between.dcm")
     with pytest.raises(CohortError, match=r"between\.dcm has tumour on a frame that matches no"):
-        nsclc.decode_seg(tmp_path / "between.dcm", files, patient_id="R01-4")
+        dicom.decode_seg(tmp_path / "between.dcm", files, patient_id="R01-4")
 
 
 def test_decode_fractional_seg_thresholded(tmp_path):
@@ -241,7 +242,7 @@ def test_decode_fractional_seg_thresholded(tmp_path):
     out = tmp_path / "frac.dcm"
     ds.save_as(out)
     ct = [Path(get_testdata_file("CT_small.dcm"))]
-    mask = nsclc.decode_seg(out, ct)
+    mask = dicom.decode_seg(out, ct)
     np.testing.assert_array_equal(mask[0], binary)
     assert mask.sum() == 1832
 
@@ -251,7 +252,7 @@ def test_seg_of_absent_series_named(tmp_path):
     with pytest.raises(
         CohortError, match=rf"seg_image_ct_binary\.dcm references series {CT2_SERIES}"
     ):
-        nsclc.decode_seg(SEG_DIR / "seg_image_ct_binary.dcm", ct, patient_id="R01-3")
+        dicom.decode_seg(SEG_DIR / "seg_image_ct_binary.dcm", ct, patient_id="R01-3")
 
 
 # ------------------------------------------------------------------------------ cohort
@@ -272,16 +273,16 @@ def test_open_cohort_and_load_scan(root):
     assert c.expression.shape == (2, 3) and np.isnan(c.expression.at["A1BG", "R01-902"])
     assert c.semantic.shape[0] == 10 and c.clinical.shape[0] == 211
 
-    scan = nsclc.load_scan(c, "R01-901")
+    scan = c.load_scan("R01-901")
     assert scan.ct.GetSize() == scan.mask.GetSize() == (16, 16, 3)
     assert scan.mask.GetPixelID() == sitk.sitkUInt8
     assert scan.mask.GetOrigin() == scan.ct.GetOrigin()
     m = sitk.GetArrayFromImage(scan.mask)
     assert m.sum(axis=(1, 2)).tolist() == [127, 256, 255] and set(np.unique(m)) == {0, 1}
-    scan2 = nsclc.load_scan(c, "R01-902")
+    scan2 = c.load_scan("R01-902")
     assert sitk.GetArrayFromImage(scan2.mask).sum() == 1832
     with pytest.raises(CohortError, match=r"R01-904 is not in the cohort.*no expression"):
-        nsclc.load_scan(c, "R01-904")
+        c.load_scan("R01-904")
 
 
 def test_seg_choice_prefers_non_ai(root):
@@ -296,9 +297,9 @@ def test_seg_choice_prefers_non_ai(root):
     row = c.series.loc["R01-901"]
     assert row.seg_file.name == "seg.dcm" and row.seg_candidates == 2
     assert "AIMI lung and nodule AI segmentation" in row.seg_note
-    assert nsclc.is_ai_segmentation("AIMI lung and nodule AI segmentation")
-    assert not nsclc.is_ai_segmentation("3D Slicer segmentation result", "3D Slicer Community")
-    assert not nsclc.is_ai_segmentation("ePAD Generated DSO Nov-11-2211")
+    assert dicom.is_ai_segmentation("AIMI lung and nodule AI segmentation")
+    assert not dicom.is_ai_segmentation("3D Slicer segmentation result", "3D Slicer Community")
+    assert not dicom.is_ai_segmentation("ePAD Generated DSO Nov-11-2211")
 
 
 def test_truncated_file_drops_patient_naming_file(root):
@@ -336,7 +337,7 @@ def test_empty_mask_refused(root):
     ds.save_as(seg)
     c = nsclc.open_cohort(root)
     with pytest.raises(CohortError, match=r"patient R01-902: SEG .*seg\.dcm has an empty mask"):
-        nsclc.load_scan(c, "R01-902")
+        c.load_scan("R01-902")
 
 
 def test_expression_ids_matching_no_image(root):
@@ -382,13 +383,13 @@ def test_read_expression_txt_and_gz(tmp_path):
         ["R01-001", "R01-002"],
         {"1/2-SBSRNA4": ["0.5", "NA"], "A1BG": ["3", "1e7"]},
     )
-    df = nsclc.read_expression(p)
+    df = tables.read_expression(p)
     assert list(df.columns) == ["R01-001", "R01-002"] and list(df.index) == ["1/2-SBSRNA4", "A1BG"]
     assert df.dtypes.eq(np.float64).all() and np.isnan(df.at["1/2-SBSRNA4", "R01-002"])
     assert df.at["A1BG", "R01-002"] == 1e7
     gz = tmp_path / "e.txt.gz"
     gz.write_bytes(gzip.compress(p.read_bytes()))
-    pd.testing.assert_frame_equal(nsclc.read_expression(gz), df)
+    pd.testing.assert_frame_equal(tables.read_expression(gz), df)
 
 
 @pytest.mark.parametrize(
@@ -409,12 +410,12 @@ def test_read_expression_refuses_bad_tables(tmp_path, text, pattern):
     p = tmp_path / "GSE103584_R01_NSCLC_RNAseq.txt"
     p.write_text(text)
     with pytest.raises(CohortError, match=pattern) as err:
-        nsclc.read_expression(p)
+        tables.read_expression(p)
     assert str(p) in str(err.value)
 
 
 def test_read_series_matrix_real():
-    df = nsclc.read_series_matrix(MATRIX)
+    df = tables.read_series_matrix(MATRIX)
     assert df.shape[0] == 130 and df.index.is_unique
     assert df.at["R01-034", "geo_accession"] == "GSM2774822"
     assert df.index[1] == "R01-159" and df.iloc[-1].geo_accession == "GSM2774951"
@@ -424,14 +425,14 @@ def test_read_series_matrix_real():
         "NSCLC NOS (not otherwise specified)": 3,
     }
     assert {"gender", "histopathological grade"} <= set(df.columns)
-    assert all(nsclc.PATIENT_ID_RE.match(t) for t in df.index)
+    assert all(tables.PATIENT_ID_RE.match(t) for t in df.index)
 
 
 # ------------------------------------------------------------------------------ clinical
 
 
 def test_read_clinical_real(tmp_path):
-    df = nsclc.read_clinical(CLINICAL)
+    df = tables.read_clinical(CLINICAL)
     assert df.shape == (211, 39) and df.index.name == "patient_id"
     assert df.index.str.startswith("R01-").sum() == 162
     assert df.index.str.startswith("AMC-").sum() == 49
@@ -441,18 +442,18 @@ def test_read_clinical_real(tmp_path):
     text = CLINICAL.read_text()
     case = tmp_path / "NSCLCR01Radiogenomic_DATA_LABELS_case.csv"
     case.write_text(text.replace("Patient ID,", "Case ID,", 1))
-    pd.testing.assert_frame_equal(nsclc.read_clinical(case), df)
+    pd.testing.assert_frame_equal(tables.read_clinical(case), df)
     bad = tmp_path / "bad.csv"
     bad.write_text(text.replace("Patient ID,", "Subject,", 1))
     with pytest.raises(CohortError, match=r"bad\.csv: first column .* found 'Subject'"):
-        nsclc.read_clinical(bad)
+        tables.read_clinical(bad)
 
 
 # ------------------------------------------------------------------------------ AIM
 
 
 def test_read_aim_both_encodings():
-    a = nsclc.read_aim(DATA / "aim" / "R01-001.xml")  # values in iso:displayName
+    a = tables.read_aim(DATA / "aim" / "R01-001.xml")  # values in iso:displayName
     assert a["patient_id"] == "R01-001"
     assert a["nodule_attenuation"] == "solid"
     assert a["nodule_margins_primary_pattern"] == "spiculated"
@@ -461,16 +462,16 @@ def test_read_aim_both_encodings():
         "attachment to vessel; pleural retraction; vascular convergence"
     )
     assert a["overall_emphysema_severity"] == "low severity (1-25%)"
-    b = nsclc.read_aim(DATA / "aim" / "AMC-003.xml")  # values in typeCode@codeSystem
+    b = tables.read_aim(DATA / "aim" / "AMC-003.xml")  # values in typeCode@codeSystem
     assert b["nodule_attenuation"] == "partially solid"
     assert b["nodule_attenuation_detail"] == "Solid lessOrEqual 5mm"
     assert b["nodule_margins_primary_pattern"] == "irregular"
 
 
 def test_aim_folder_and_numeric(tmp_path):
-    df = nsclc.read_aim_folder(DATA / "aim")
+    df = tables.read_aim_folder(DATA / "aim")
     assert list(df.index) == sorted(p.stem for p in (DATA / "aim").glob("*.xml"))
-    num = nsclc.semantic_numeric(df)
+    num = tables.semantic_numeric(df)
     att = num["nodule_attenuation"]
     assert att["R01-081"] == 0.0 and att["AMC-003"] == 0.5 and att["R01-001"] == 1.0
     assert att["AMC-007"] == 0.0  # ground glass in the other encoding
@@ -483,8 +484,8 @@ def test_aim_folder_and_numeric(tmp_path):
     bad = df.copy()
     bad.loc["R01-001", "nodule_attenuation"] = "glassy"
     with pytest.raises(CohortError, match=r"nodule_attenuation' of patient R01-001: .*'glassy'"):
-        nsclc.semantic_numeric(bad)
+        tables.semantic_numeric(bad)
     broken = tmp_path / "broken.xml"
     broken.write_text("<ImageAnnotationCollection")
     with pytest.raises(CohortError, match=r"broken\.xml"):
-        nsclc.read_aim(broken)
+        tables.read_aim(broken)

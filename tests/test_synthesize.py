@@ -17,8 +17,8 @@ import torch
 
 from radiolib import cli
 from radiolib import synthesize as synth
-from radiolib.data import nsclc
-from radiolib.data.curate import window
+from radiolib.data import dicom
+from radiolib.data.geometry import window
 from radiolib.synthesize import load_run, paint, synthesize, to_hu
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -76,7 +76,7 @@ def test_curated_background_as_nifti_and_dicom_read_back(study, tmp_path, monkey
     np.testing.assert_array_equal(plain.background_hu, to_hu(cohort.background_images[k], (lo, hi)))
     seg_file = plain.files["seg_dicom"]
     np.testing.assert_array_equal(
-        nsclc.decode_seg(seg_file, [plain.files["ct_dicom"]]), plain.mask[None]
+        dicom.decode_seg(seg_file, [plain.files["ct_dicom"]]), plain.mask[None]
     )
 
     # a generator trained for 2 steps may paint no mask: the files are read back with a disk
@@ -109,7 +109,7 @@ def test_curated_background_as_nifti_and_dicom_read_back(study, tmp_path, monkey
     # the background NIfTI lies where the raw CT shows the same anatomy (1 px off: r < 0.9)
     bg = sitk.ReadImage(str(tmp_path / "out" / "background_ct.nii.gz"))
     ct_dir = _ct_folder(study, row.patient_id)
-    raw = nsclc.load_ct(sorted(ct_dir.glob("*.dcm")), row.patient_id)
+    raw = dicom.load_ct(sorted(ct_dir.glob("*.dcm")), row.patient_id)
     there = sitk.Resample(raw, bg, sitk.Transform(), sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
     a = window(sitk.GetArrayFromImage(there)[0], (lo, hi))
     b = window(sitk.GetArrayFromImage(bg)[0], (lo, hi))
@@ -119,7 +119,7 @@ def test_curated_background_as_nifti_and_dicom_read_back(study, tmp_path, monkey
     record = json.loads((tmp_path / "out" / "synthesis.json").read_text())
     ct_file = tmp_path / "out" / record["files"]["ct_dicom"]
     seg_file = tmp_path / "out" / record["files"]["seg_dicom"]
-    ct = nsclc.load_ct([ct_file], "synthetic")
+    ct = dicom.load_ct([ct_file], "synthetic")
     np.testing.assert_array_equal(sitk.GetArrayFromImage(ct)[0], res.hu.astype(np.float32))
     assert ct.GetOrigin() == pytest.approx(nii.GetOrigin(), abs=1e-4)
     assert ct.GetSpacing() == pytest.approx(nii.GetSpacing(), abs=1e-6)
@@ -129,7 +129,7 @@ def test_curated_background_as_nifti_and_dicom_read_back(study, tmp_path, monkey
     assert [float(v) for v in header.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
 
     # DICOM SEG: decoded onto that CT by radiolib, and it references the CT image
-    np.testing.assert_array_equal(nsclc.decode_seg(seg_file, [ct_file]), res.mask[None])
+    np.testing.assert_array_equal(dicom.decode_seg(seg_file, [ct_file]), res.mask[None])
     seg = hd.seg.segread(seg_file)
     assert seg.get_source_image_uids() == [
         (header.StudyInstanceUID, header.SeriesInstanceUID, header.SOPInstanceUID)
@@ -175,7 +175,7 @@ def test_ct_series_and_position_cut_as_curation_does(study, tmp_path, capsys):
 
 
 def _gene_file(study: Path, path: Path, change) -> str:
-    from radiolib.data.curate import load_curated
+    from radiolib.data.curated import load_curated
 
     cohort = load_curated(study / "curated")
     table = pd.DataFrame({"gene": cohort.gene_names, "value": cohort.genes[0]})

@@ -24,7 +24,7 @@ N_PATIENTS, N_GENES, SIZE = 6, 40, 16
 
 def tiny_cohort(seed: int = 0):
     """6 patients (4 train, 2 test), 3 tumour slices and 2 backgrounds each, 16 px, 40 genes."""
-    from radiolib.data.curate import CuratedCohort
+    from radiolib.data.curated import CuratedCohort
 
     rng = np.random.default_rng(seed)
     patients = [f"R01-{i:03d}" for i in range(N_PATIENTS)]

@@ -7,21 +7,23 @@ or data-loader worker asking for item ``i`` of epoch ``e`` gets the same tensors
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 import torch
 
-from radiolib.data.curate import CuratedCohort
+from radiolib.data.curated import CuratedCohort
 from radiolib.errors import CohortError
 
+Images = TypeVar("Images", torch.Tensor, np.ndarray)
 
-def to_net(x: Any) -> Any:
+
+def to_net(x: Images) -> Images:
     """[0, 1] -> [-1, 1] (``2x - 1``); tensors or arrays, any shape."""
     return 2 * x - 1
 
 
-def from_net(y: Any) -> Any:
+def from_net(y: Images) -> Images:
     """[-1, 1] -> [0, 1] (``(y + 1) / 2``); tensors or arrays, any shape."""
     return (y + 1) / 2
 
@@ -32,11 +34,18 @@ def _check_seed(name: str, value: int) -> int:
     return int(value)
 
 
-def _split_patients(cohort: CuratedCohort, split: str) -> np.ndarray:
+def patients_with_slices(cohort: CuratedCohort, split: str) -> np.ndarray:
+    """Indices ``(k,)`` of the patients of ``split`` ('train' or 'test') with tumour slices."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test' (got {split!r})")
     with_slices = np.unique(cohort.tumour_patient)
-    patients = with_slices[cohort.split[with_slices] == split]
+    return with_slices[cohort.split[with_slices] == split]
+
+
+def pair_patients(cohort: CuratedCohort, split: str) -> np.ndarray:
+    """:func:`patients_with_slices` of ``split``; CohortError when fewer than two (a
+    mismatched pair needs another patient)."""
+    patients = patients_with_slices(cohort, split)
     if len(patients) < 2:
         raise CohortError(
             f"{cohort.path}: the {split!r} split has {len(patients)} patient(s) with tumour "
@@ -69,7 +78,7 @@ class PairedSlices(torch.utils.data.Dataset):
         self, cohort: CuratedCohort, split: str = "train", noise_dim: int = 16, seed: int = 0
     ) -> None:
         self.split = split
-        self.patients = _split_patients(cohort, split)
+        self.patients = pair_patients(cohort, split)
         self.noise_dim = _check_seed("noise_dim", noise_dim)
         self.seed = _check_seed("seed", seed)
         self.epoch = 0
@@ -145,10 +154,7 @@ def evaluation_pairs(
     - ``noise`` ``(n, noise_dim)`` float32 N(0, 1) (only when ``noise_dim > 0``)
     """
     n = _check_seed("n", n)
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test' (got {split!r})")
-    with_slices = np.unique(cohort.tumour_patient)
-    donors = with_slices[cohort.split[with_slices] == split]
+    donors = patients_with_slices(cohort, split)
     if len(donors) == 0:
         raise CohortError(f"{cohort.path}: the {split!r} split has no patient with tumour slices")
     backgrounds = np.flatnonzero(cohort.split[cohort.background_patient] == split)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from radiolib import losses
-from radiolib.config import VARIANTS, ModelConfig
+from radiolib.config import VARIANTS, ModelConfig, image_size_problem
 from radiolib.models.blocks import check_shape
 
 MODEL_NAMES = ("proposed", "baseline", "inpainting")
@@ -237,8 +237,8 @@ def build_gan(name: str, n_genes: int, image_size: int, cfg) -> GAN:
         raise ValueError(f"unknown model {name!r}; choose one of {choices}")
     if n_genes < 1:
         raise ValueError(f"n_genes must be >= 1, got {n_genes}")
-    if image_size < 16 or image_size & (image_size - 1):
-        raise ValueError(f"image_size must be a power of two >= 16, got {image_size}")
+    if problem := image_size_problem(image_size):
+        raise ValueError(problem)
     if name in VARIANTS:
         base, changes = VARIANTS[name]
         gan = build_gan(base, n_genes, image_size, dataclasses.replace(cfg, **changes))

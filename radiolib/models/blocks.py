@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from radiolib.config import image_size_problem
 from radiolib.distributed import GroupedBatchNorm
 
 LRELU_SLOPE = 0.2
@@ -40,8 +41,8 @@ def channel_schedule(image_size: int, width: int) -> dict[int, int]:
     convolution cost stays about constant while the finest (most expensive) level stays lean.
     Resolutions run from ``image_size`` down to the 4 x 4 bottleneck.
     """
-    if image_size < 16 or image_size & (image_size - 1):
-        raise ValueError(f"image_size must be a power of two >= 16, got {image_size}")
+    if problem := image_size_problem(image_size):
+        raise ValueError(problem)
     if width < 1:
         raise ValueError(f"channel width must be >= 1, got {width}")
     out = {}

@@ -35,7 +35,7 @@ from radiolib.models import eval_mode
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
-    from radiolib.data.curate import CuratedCohort
+    from radiolib.data.curated import CuratedCohort
     from radiolib.models import GAN
 
 RIDGE_ALPHAS = np.logspace(-3, 3, 13)

@@ -50,7 +50,7 @@ from radiolib.radiogenomics.codes import as_2d, first_appearance
 
 if TYPE_CHECKING:
     from radiolib.config import Profile
-    from radiolib.data.curate import CuratedCohort
+    from radiolib.data.curated import CuratedCohort
 
 MODULE_CUT = 0.6  # tree cut (1 - r): a module's genes correlate 0.4 on average
 MIN_MODULE_SIZE = 10  # smaller clusters are not metagenes

@@ -38,7 +38,7 @@ from radiolib.radiogenomics.codes import trait_attribution
 if TYPE_CHECKING:
     from torch import nn
 
-    from radiolib.data.curate import CuratedCohort
+    from radiolib.data.curated import CuratedCohort
     from radiolib.data.phantom import PhantomTruth
     from radiolib.radiogenomics.conventional import ConventionalMap
 

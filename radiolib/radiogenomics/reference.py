@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from radiolib.data import nsclc
+from radiolib.data import tables
 from radiolib.errors import CohortError
 from radiolib.radiogenomics.conventional import (
     ALPHA,
@@ -128,7 +128,7 @@ def load_reference(folder: str | Path | None = None) -> ReferenceData:
     if not path.is_file():
         raise CohortError(f"reference expression table {path} does not exist")
     expr = pd.read_csv(path, index_col=0)
-    bad = [c for c in expr.columns if not nsclc.PATIENT_ID_RE.match(str(c))]
+    bad = [c for c in expr.columns if not tables.PATIENT_ID_RE.match(str(c))]
     if bad:
         raise CohortError(f"{path}: columns {bad[:3]} are not patient ids like 'R01-001'")
     if expr.isna().to_numpy().any():
@@ -140,8 +140,8 @@ def load_reference(folder: str | Path | None = None) -> ReferenceData:
     aim = folder / REFERENCE_AIM
     if not aim.is_dir():
         raise CohortError(f"reference AIM folder {aim} does not exist")
-    semantic = nsclc.read_aim_folder(aim)
-    clinical = nsclc.read_clinical(folder / REFERENCE_CLINICAL)
+    semantic = tables.read_aim_folder(aim)
+    clinical = tables.read_clinical(folder / REFERENCE_CLINICAL)
     return ReferenceData(expr.astype(np.float64), semantic, clinical, folder)
 
 
@@ -219,7 +219,7 @@ def real_reference_map(
     """The three conventional steps on the real reference data.
 
     Metagenes of the complete genes over all RNA-seq samples; features: the AIM semantic
-    annotations (:func:`radiolib.data.nsclc.semantic_numeric`) and the clinical labels
+    annotations (:func:`radiolib.data.tables.semantic_numeric`) and the clinical labels
     (:func:`clinical_labels`) of the RNA-seq patients, informative columns only
     (:func:`informative_features`); Spearman + BH, one family per source.
     """
@@ -233,7 +233,7 @@ def real_reference_map(
         cut,
         min_module_size,
     )
-    semantic = nsclc.semantic_numeric(ref.semantic)
+    semantic = tables.semantic_numeric(ref.semantic)
     semantic = semantic.loc[semantic.index.isin(samples)]
     clinical = clinical_labels(ref.clinical)
     clinical = clinical.loc[clinical.index.isin(samples)]
@@ -288,7 +288,7 @@ def patient_number(ids: Sequence[str]) -> np.ndarray:
     """The number of each patient id (``R01-023`` -> 23): the order of enrolment. (P,) float"""
     out = []
     for pid in ids:
-        if not nsclc.PATIENT_ID_RE.match(str(pid)):
+        if not tables.PATIENT_ID_RE.match(str(pid)):
             raise CohortError(f"patient id {pid!r} is not like 'R01-023'")
         out.append(float(str(pid).rsplit("-", 1)[1]))
     return np.array(out)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from radiolib.data.curate import load_curated
+from radiolib.data.curated import load_curated
 from radiolib.data.phantom import TRAITS, load_truth
 from radiolib.errors import MissingRunError
 from radiolib.radiogenomics.codes import (
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from radiolib.config import Profile
-    from radiolib.data.curate import CuratedCohort
+    from radiolib.data.curated import CuratedCohort
     from radiolib.data.phantom import PhantomTruth
     from radiolib.study import Workspace
 
