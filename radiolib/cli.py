@@ -248,11 +248,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="radiolib", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"radiolib {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_phantom(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "phantom",
         help="write the synthetic cohort (DICOM CT + SEG, GEO table)",
@@ -265,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_args(p)
     p.set_defaults(func=cmd_phantom)
 
+
+def _add_curate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("curate", help="curate a raw cohort (phantom or real) as in the paper")
     p.add_argument("--data", required=True, help="raw cohort folder")
     p.add_argument("--out", required=True, help="curated cohort folder")
@@ -283,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_args(p)
     p.set_defaults(func=cmd_curate)
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one GAN on a curated cohort")
     p.add_argument(
         "--model",
@@ -300,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_args(p)
     p.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="Table 1 and the study's measures for trained models")
     p.add_argument("--data", required=True, help="curated cohort folder")
     p.add_argument("--out", required=True, help="where the results CSV goes")
@@ -311,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_args(p)
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_convergence(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convergence", help="train to each step count of a grid and evaluate at each (on demand)"
     )
@@ -324,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_args(p)
     p.set_defaults(func=cmd_convergence)
 
+
+def _add_compare_maps(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare-maps",
         help="score raw genes, the contrastive and conventional maps (and GANs) the same way",
@@ -338,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_args(p)
     p.set_defaults(func=cmd_compare_maps)
 
+
+def _add_study(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="run every notebook headless, then build the Jupyter Book")
     p.add_argument("--data", default="phantom", help="'phantom' (default) or a real cohort folder")
     _device_arg(p)
@@ -350,12 +358,16 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_args(p)
     p.set_defaults(func=cmd_study)
 
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="parameters, FLOPs and speed of the three GANs")
     _device_arg(p)
     p.add_argument("--steps", type=int, default=5, help="timed training steps per model")
     _profile_args(p)
     p.set_defaults(func=cmd_bench)
 
+
+def _add_synthesize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "synthesize",
         help="paint a nodule from a gene vector into a CT slice; write NIfTI and DICOM CT + SEG",
@@ -380,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     _device_arg(p)
     p.set_defaults(func=cmd_synthesize)
 
+
+def _add_fetch(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "fetch",
         help="download the real NSCLC Radiogenomics cohort (internet)",
@@ -401,6 +415,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the selection (patients, series, size, what is already here); download nothing",
     )
     p.set_defaults(func=cmd_fetch)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="radiolib", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"radiolib {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_phantom(sub)
+    _add_curate(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_convergence(sub)
+    _add_compare_maps(sub)
+    _add_study(sub)
+    _add_bench(sub)
+    _add_synthesize(sub)
+    _add_fetch(sub)
     return parser
 
 

@@ -10,7 +10,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from radiolib import cli
-from radiolib.study import StudyError, notebook_order, reproducing_page, run_study
+from radiolib.run_record import reproducing_page
+from radiolib.study import StudyError, notebook_order, run_study
 
 ROOT = Path(__file__).parents[1]
 
@@ -115,7 +116,7 @@ def test_bad_parameters_fail_before_anything_runs(project):
 
 
 def test_reproducing_page_lists_parameters_and_times():
-    from radiolib.study import RunRecord
+    from radiolib.run_record import RunRecord
 
     record = RunRecord(
         profile="smoke",
