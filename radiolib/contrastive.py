@@ -25,9 +25,14 @@ The model exposes ``gene_code(genes)`` like a GAN, so :mod:`radiolib.radiogenomi
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,7 +42,12 @@ from torch import Tensor, nn
 from radiolib.bench import count_flops
 from radiolib.config import Profile
 from radiolib.data.dataset import pair_patients, to_net
+from radiolib.errors import MissingRunError
+from radiolib.io import atomic_write
 from radiolib.models.blocks import LRELU_SLOPE, GeneMapping, check_shape, conv, init_weights
+
+if TYPE_CHECKING:
+    from radiolib.data.curated import CuratedCohort
 
 MAX_LOGIT_SCALE = 100.0  # CLIP's cap on 1 / temperature, against a runaway learnt temperature
 
@@ -267,3 +277,82 @@ def fit_contrastive(cohort: object, cfg: Profile, seed: int = 0) -> ContrastiveF
         wall_seconds=time.perf_counter() - wall0,
         flops=step_flops * k.steps,
     )
+
+
+# --------------------------------------------------------------------------- saved fits
+
+FIT_FILE = "contrastive.pt"
+
+
+def _fit_key(cohort: CuratedCohort, cfg: Profile, seed: int) -> str:
+    """What decides a fit: the cohort's content, the contrastive settings, the gene encoder's
+    shape and the seed."""
+    from radiolib.runs import cohort_identity
+
+    blob = {
+        "cohort": cohort_identity(cohort)["sha256"],
+        "contrastive": dataclasses.asdict(cfg.contrastive),
+        "encoder": [cfg.model.gene_hidden, cfg.model.code_dim],
+        "seed": int(seed),
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def save_fit(fit: ContrastiveFit, out: Path, cohort: CuratedCohort, cfg: Profile) -> Path:
+    """Write ``fit`` to ``out/contrastive.pt`` (atomically), keyed by what decided it."""
+    state = {
+        "key": _fit_key(cohort, cfg, fit.seed),
+        "model": fit.model.state_dict(),
+        "losses": torch.from_numpy(np.asarray(fit.losses, np.float64)),
+        "patients": torch.from_numpy(np.asarray(fit.patients, np.int64)),
+        "seed": fit.seed,
+        "cpu_seconds": fit.cpu_seconds,
+        "wall_seconds": fit.wall_seconds,
+        "flops": int(fit.flops),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / FIT_FILE, "wb") as fh:
+        torch.save(state, fh)
+    return out / FIT_FILE
+
+
+def load_fit(
+    out: Path,
+    cohort: CuratedCohort,
+    cfg: Profile,
+    seed: int,
+    trained_by: str = "notebooks/02_training.ipynb",
+) -> ContrastiveFit:
+    """The fit saved in ``out`` for this cohort, settings and seed, in eval mode. Never fits:
+    raises :class:`MissingRunError` naming ``trained_by`` when it is missing or was made with
+    other data or settings."""
+    path = out / FIT_FILE
+    state = torch.load(path, weights_only=True) if path.is_file() else None
+    if state is None or state.get("key") != _fit_key(cohort, cfg, seed):
+        why = "not fitted" if state is None else "fitted with other settings or data"
+        raise MissingRunError(
+            f"the contrastive map of seed {seed} is {why} ({path}); run {trained_by} first"
+        )
+    n_genes, image_size = int(np.shape(cohort.genes)[1]), int(np.shape(cohort.tumour_images)[-1])
+    model = build_contrastive(n_genes, image_size, cfg)
+    model.load_state_dict(state["model"])
+    return ContrastiveFit(
+        model=model.eval(),
+        losses=state["losses"].numpy(),
+        patients=state["patients"].numpy(),
+        seed=int(state["seed"]),
+        cpu_seconds=float(state["cpu_seconds"]),
+        wall_seconds=float(state["wall_seconds"]),
+        flops=int(state["flops"]),
+    )
+
+
+def fit_or_reuse(cohort: CuratedCohort, cfg: Profile, out: Path, seed: int) -> ContrastiveFit:
+    """The fit saved in ``out`` (:func:`load_fit`), else a new one (:func:`fit_contrastive`),
+    saved there; a reused fit keeps the costs of its first fitting."""
+    try:
+        return load_fit(out, cohort, cfg, seed)
+    except MissingRunError:
+        fit = fit_contrastive(cohort, cfg, seed)
+        save_fit(fit, out, cohort, cfg)
+        return fit

@@ -37,7 +37,7 @@ from torch import nn
 
 from radiolib.bench import training_step_flops
 from radiolib.config import Profile
-from radiolib.contrastive import fit_contrastive
+from radiolib.contrastive import ContrastiveFit, fit_contrastive, load_fit
 from radiolib.io import atomic_write
 from radiolib.radiogenomics import codes, conventional, ground_truth, scoring
 from radiolib.runs import finished_runs, load_generator
@@ -110,6 +110,18 @@ def n_subtypes(truth: PhantomTruth, patients: Sequence[str]) -> int:
 
 
 GanLearner = Callable[["CuratedCohort", Profile, int], tuple[Mapping[str, nn.Module], Costs]]
+ContrastiveSource = Callable[["CuratedCohort", Profile, int], ContrastiveFit]
+
+
+def saved_contrastive(workspace: Workspace, tag: str = "") -> ContrastiveSource:
+    """A ``contrastive`` argument of :func:`compare_cohort`: the fit of each seed saved in
+    ``workspace.model_dir("contrastive", seed, tag)`` (:func:`radiolib.sweeps.fit_contrastive_maps`,
+    notebook 02). Never fits: a missing fit raises :class:`radiolib.errors.MissingRunError`."""
+
+    def read(cohort: CuratedCohort, cfg: Profile, seed: int) -> ContrastiveFit:
+        return load_fit(workspace.model_dir(CONTRASTIVE, seed, tag=tag), cohort, cfg, seed)
+
+    return read
 
 
 def compare_cohort(
@@ -118,12 +130,15 @@ def compare_cohort(
     cfg: Profile,
     seeds: Iterable[int],
     gans: GanLearner | None = None,
+    contrastive: ContrastiveSource = fit_contrastive,
 ) -> pd.DataFrame:
     """The contrastive and conventional maps (and ``gans``) scored on one curated cohort.
 
     The conventional map is deterministic: it is found once, and only its scoring changes with
-    the seed. For each seed the contrastive map is trained with that seed, ``gans(cohort, cfg,
-    seed)`` (optional) returns trained GANs and their costs, and all are scored by
+    the seed. For each seed ``contrastive(cohort, cfg, seed)`` gives the contrastive map of that
+    seed (by default fitted here; :func:`saved_contrastive` reads the fits notebook 02 saved),
+    ``gans(cohort, cfg, seed)`` (optional) returns trained GANs and their costs, and all are
+    scored by
     :func:`score_maps` with as many clusters as hidden subtypes. Returns the tidy frame of every
     seed.
     """
@@ -143,7 +158,7 @@ def compare_cohort(
     }
     frames = []
     for seed in seeds:
-        fit = fit_contrastive(cohort, cfg, seed)
+        fit = contrastive(cohort, cfg, seed)
         maps: dict[str, nn.Module] = {}
         costs: dict[str, Mapping[str, float]] = {}
         if gans is not None:

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from radiolib.contrastive import fit_or_reuse
 from radiolib.data.curate import curate_cohort
 from radiolib.data.phantom import load_truth
 from radiolib.maps import (
+    CONTRASTIVE,
     MAP_COMPARISON,
     SETTING_COLUMNS,
     GanLearner,
@@ -161,3 +163,24 @@ def compare_maps(
     frame = pd.concat(frames, ignore_index=True)
     write_tidy(frame, path)
     return frame
+
+
+def fit_contrastive_maps(
+    workspace: Workspace, cohort: CuratedCohort, seeds: Sequence[int], tag: str = ""
+) -> pd.DataFrame:
+    """Fit (or reuse) the contrastive map of each seed into ``workspace.model_dir("contrastive",
+    seed, tag)``, where :func:`radiolib.maps.saved_contrastive` reads it. One row per seed:
+    seed, cpu_seconds, wall_seconds (of the first fitting) and the final loss."""
+    rows = []
+    for seed in seeds:
+        out = workspace.model_dir(CONTRASTIVE, int(seed), tag=tag)
+        fit = fit_or_reuse(cohort, workspace.profile, out, int(seed))
+        rows.append(
+            {
+                "seed": int(seed),
+                "cpu_seconds": round(fit.cpu_seconds, 1),
+                "wall_seconds": round(fit.wall_seconds, 1),
+                "final_loss": float(fit.losses[-1]),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -172,3 +172,25 @@ def test_fit_reports_bad_cohorts():
         fit_contrastive(SimpleNamespace(**{**vars(cohort), "genes": bad}), cfg)
     with pytest.raises(ValueError, match="seed"):
         fit_contrastive(cohort, cfg, seed=-1)
+
+
+def test_a_saved_fit_is_reused_and_a_missing_or_stale_one_is_named(tmp_path):
+    from radiolib.contrastive import FIT_FILE, fit_or_reuse, load_fit
+    from radiolib.errors import MissingRunError
+
+    cohort = planted_cohort(p=12, test=3)
+    cohort.background_images = cohort.tumour_images[:4]  # what a run's cohort digest reads
+    cfg = profile(**{"contrastive.steps": 15})
+    with pytest.raises(MissingRunError, match=r"seed 0 is not fitted.*02_training"):
+        load_fit(tmp_path, cohort, cfg, 0)
+    first = fit_or_reuse(cohort, cfg, tmp_path, 0)
+    again = load_fit(tmp_path, cohort, cfg, 0)
+    assert not again.model.training and again.cpu_seconds == first.cpu_seconds
+    genes = torch.as_tensor(cohort.genes[:4], dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.equal(first.model.eval().gene_code(genes), again.model.gene_code(genes))
+    before = (tmp_path / FIT_FILE).stat().st_mtime_ns
+    fit_or_reuse(cohort, cfg, tmp_path, 0)
+    assert (tmp_path / FIT_FILE).stat().st_mtime_ns == before  # reused, not fitted again
+    with pytest.raises(MissingRunError, match="other settings or data"):
+        load_fit(tmp_path, cohort, cfg, 1)
