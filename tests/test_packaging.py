@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
 import sys
 import tomllib
 from importlib import metadata
@@ -83,3 +84,29 @@ def test_every_imported_package_is_declared_and_every_declared_one_used():
     assert not imported - declared, f"imported but not declared: {sorted(imported - declared)}"
     unused = declared - imported - set(NOT_IMPORTED)
     assert not unused, f"declared but never imported: {sorted(unused)}"
+
+
+def test_analysis_never_imports_the_trainer():
+    """Evaluation, the maps and the radiogenomic analysis read runs (radiolib.runs); importing
+    them loads neither the training loop nor the modules that train on phantom variants."""
+    code = (
+        "import sys\n"
+        "import radiolib.evaluation, radiolib.pairs, radiolib.metrics, radiolib.maps\n"
+        "from radiolib.radiogenomics import codes, conventional, ground_truth, reference, scoring\n"
+        "print(sorted(m for m in ('radiolib.train', 'radiolib.sweeps', 'radiolib.recorder')"
+        " if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_no_module_is_a_house_of_many_jobs():
+    """About 600 lines per module at most, about 80 per function."""
+    for path in sorted((ROOT / "radiolib").rglob("*.py")):
+        text = path.read_text()
+        assert len(text.splitlines()) <= 600, path
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                assert node.end_lineno - node.lineno < 85, f"{path}: {node.name}"
