@@ -105,7 +105,8 @@ class TrainConfig:
     seeds: tuple[int, ...] = (0,)
     num_workers: int = 0
     # torch.compile the generator for the training step (fused kernels; sums in another order,
-    # so the losses differ from eager ones in the last bits); the first step pays the compile
+    # so the losses differ from eager ones in the last bits); the first step pays the compile.
+    # One process only: under torchrun the step runs eager
     compile: bool = True
 
 

@@ -134,10 +134,11 @@ class TrainingLoop:
             self.ema.requires_grad_(False).eval()
             self.ema.update_parameters(gan.generator)
         # the compiled generator shares the live one's parameters and buffers; it paints only in
-        # the training step (samples and later synthesis run the eager module)
-        self.compiled_generator: nn.Module | None = (
-            torch.compile(gan.generator) if t.compile else None
-        )
+        # the training step (samples and later synthesis run the eager module). One process
+        # only: under torchrun the global batch norm's collectives run eager
+        self.compiled_generator: nn.Module | None = None
+        if t.compile and self.world.world_size == 1:
+            self.compiled_generator = torch.compile(gan.generator)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast on a GPU (which needs no loss scaling); fp32 on the CPU."""
