@@ -11,6 +11,7 @@ GFLOP/s can be read against what the hardware delivers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
@@ -134,12 +135,16 @@ def _training_step(
     return gan, loop, loop.to_device(batch)
 
 
-def training_step_flops(model: str, profile: Profile, n_genes: int = N_GENES) -> int:
-    """FLOPs of one training step of ``model`` on the CPU (see the module docstring: matrix
+def training_step_flops(
+    model: str, profile: Profile, n_genes: int = N_GENES, device: str = "cpu"
+) -> int:
+    """FLOPs of one training step of ``model`` on ``device`` (see the module docstring: matrix
     products and convolutions, forward and backward), for ``n_genes`` genes at the profile's
-    batch and image size. The global torch random state is left as it was."""
+    batch and image size, counted on the eager step (``train.compile`` off: the same products).
+    The global torch random state is left as it was."""
+    eager = dataclasses.replace(profile, train=dataclasses.replace(profile.train, compile=False))
     with torch.random.fork_rng(devices=[]):
-        _, loop, batch = _training_step(model, profile, n_genes, "cpu")
+        _, loop, batch = _training_step(model, eager, n_genes, device)
         return count_flops(loop.step, batch, 1)
 
 
@@ -151,7 +156,8 @@ def run_bench(
 ) -> pd.DataFrame:
     """One row per model: parameters, GFLOP per training image, step time, images/s, GFLOP/s.
 
-    Step time is the median of ``steps`` timed steps after one counted and one warm-up step.
+    Step time is the median of ``steps`` timed steps after two warm-up steps (the first compiles
+    the generator under ``train.compile``); FLOPs are those of :func:`training_step_flops`.
     On a GPU the step runs in bf16 autocast with channels_last (as in training) and
     ``peak_share`` is the achieved rate over the card's dense bf16 peak (NaN on the CPU or an
     unlisted card). ``df.attrs`` holds the device, its fp32 2048^3 matrix-product GFLOP/s
@@ -168,9 +174,10 @@ def run_bench(
     matmul_before = matmul_gflops(device)
     rows = []
     for model in models:
+        flops = training_step_flops(model, profile, N_GENES, device)
         gan, loop, batch = _training_step(model, profile, N_GENES, device)
-        flops = count_flops(loop.step, batch, 1)
-        loop.step(batch, 2)  # warm-up (allocator, kernel choice)
+        loop.step(batch, 1)  # warm-up (allocator, kernel choice, train.compile's compile)
+        loop.step(batch, 2)
         times = []
         for i in range(steps):
             _sync(device)

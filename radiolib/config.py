@@ -105,6 +105,10 @@ class TrainConfig:
     sample_every: int = 100
     seeds: tuple[int, ...] = (0,)
     num_workers: int = 0
+    # torch.compile the generator for the training step (fused kernels; sums in another order,
+    # so the losses differ from eager ones in the last bits); the first step pays the compile.
+    # One process only: under torchrun the step runs eager
+    compile: bool = True
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,14 @@ PROFILES: dict[str, Profile] = {
         phantom=PhantomConfig(patients=10, matrix=160),
         curation=CurationConfig(image_size=32, background_vois=1, background_slices=20),
         model=ModelConfig(code_dim=32, gene_hidden=64, noise_dim=8, g_channels=8, d_channels=8),
-        train=TrainConfig(batch_size=8, steps=12, checkpoint_every=6, log_every=2, sample_every=6),
+        train=TrainConfig(
+            batch_size=8,
+            steps=12,
+            checkpoint_every=6,
+            log_every=2,
+            sample_every=6,
+            compile=False,
+        ),
         evaluation=EvaluationConfig(
             pairs=24,
             bootstrap=200,

@@ -32,7 +32,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from radiolib.config import Profile, resolve_device
@@ -133,12 +133,32 @@ class TrainingLoop:
             )
             self.ema.requires_grad_(False).eval()
             self.ema.update_parameters(gan.generator)
+        # the compiled generator shares the live one's parameters and buffers; it paints only in
+        # the training step (samples and later synthesis run the eager module). One process
+        # only: under torchrun the global batch norm's collectives run eager
+        self.compiled_generator: nn.Module | None = None
+        if t.compile and self.world.world_size == 1:
+            self.compiled_generator = torch.compile(gan.generator)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast on a GPU (which needs no loss scaling); fp32 on the CPU."""
         if self.cuda:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def training_generator(self) -> Iterator[None]:
+        """The compiled generator in ``gan.generator`` inside the block (when ``train.compile``),
+        the eager one afterwards."""
+        if self.compiled_generator is None:
+            yield
+            return
+        live = self.gan.generator
+        self.gan.generator = self.compiled_generator
+        try:
+            yield
+        finally:
+            self.gan.generator = live
 
     def to_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         out = {}
@@ -195,7 +215,8 @@ class TrainingLoop:
         gan = self.gan
         gan.train()
         with self.autocast():
-            fake = gan.generate(batch)
+            with self.training_generator():
+                fake = gan.generate(batch)
             d_terms = _prefixed(gan.discriminator_losses(batch, fake.detach()), "d_")
         d_log = self._check(d_terms, "discriminator", step)
         self.opt_d.zero_grad(set_to_none=True)
