@@ -219,6 +219,7 @@ PROFILES: dict[str, Profile] = {
             sample_every=1000,
             seeds=(0, 1, 2),
             num_workers=4,
+            compile=False,  # measured on the CPU only; on a GPU: -p train.compile=true
         ),
         evaluation=EvaluationConfig(
             pairs=1024,
