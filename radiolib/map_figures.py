@@ -253,3 +253,45 @@ def link_recovery_figure(table: pd.DataFrame, title: str = "") -> go.Figure:
         )
     fig.update_layout(title=title, barmode="group", height=420, yaxis={"title": "links"})
     return fig
+
+
+def settings_figure(summary: pd.DataFrame, measures: list[str], title: str = "") -> go.Figure:
+    """One panel per measure: each setting (x) and representation (side by side), the mean over
+    training seeds with bars from the lowest to the highest seed (``summary``:
+    :func:`radiolib.maps.settings_summary`)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=len(measures), cols=1, subplot_titles=measures, shared_xaxes=True)
+    names = list(dict.fromkeys(summary["representation"]))
+    for i, measure in enumerate(measures, start=1):
+        part = summary[summary["measure"] == measure]
+        for k, name in enumerate(names):
+            rows = part[part["representation"] == name]
+            if rows["value"].isna().all():
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["setting"],
+                    y=rows["value"],
+                    mode="markers",
+                    name=name,
+                    legendgroup=name,
+                    showlegend=i == 1,
+                    marker={"color": plots.colour(k), "size": 9},
+                    error_y={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": rows["high"] - rows["value"],
+                        "arrayminus": rows["value"] - rows["low"],
+                    },
+                    customdata=rows["seeds"],
+                    hovertemplate=(
+                        f"{name}<br>%{{x}}<br>{measure} %{{y:.3f}} (%{{customdata}} seeds)"
+                        "<extra></extra>"
+                    ),
+                ),
+                i,
+                1,
+            )
+    fig.update_layout(title=title, height=260 * len(measures), scattermode="group")
+    return fig

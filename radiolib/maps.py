@@ -312,3 +312,56 @@ def write_tidy(frame: pd.DataFrame, path: str | Path) -> Path:
     with atomic_write(path, "w") as fh:
         frame.to_csv(fh, index=False)
     return path
+
+
+def setting_label(signal: float, phantom_seed: int, subtypes: int, cfg: Profile) -> str:
+    """A setting named by what differs from the profile's phantom: ``"signal 0.25"``,
+    ``"phantom seed 1"``, ``"5 subtypes"`` (joined by ``", "``), or ``"the profile's phantom"``."""
+    p = cfg.phantom
+    parts = []
+    if float(signal) != float(p.signal):
+        parts.append(f"signal {float(signal):g}")
+    if int(phantom_seed) != int(p.seed):
+        parts.append(f"phantom seed {int(phantom_seed)}")
+    if int(subtypes) != int(p.subtypes):
+        parts.append(f"{int(subtypes)} subtypes")
+    return ", ".join(parts) or "the profile's phantom"
+
+
+def settings_summary(tidy: pd.DataFrame, measures: Sequence[str], cfg: Profile) -> pd.DataFrame:
+    """A comparison over phantom settings (:func:`radiolib.sweeps.compare_maps`) summarised per
+    setting, representation and measure over the training seeds.
+
+    Columns ``setting`` (:func:`setting_label`, in the frame's order of settings),
+    ``representation``, ``measure``, ``value`` (mean over seeds), ``low``, ``high`` (lowest and
+    highest seed), ``seeds`` (how many). ValueError naming missing columns or measures."""
+    missing = [c for c in (*SETTING_COLUMNS, *TIDY_COLUMNS) if c not in tidy.columns]
+    if missing:
+        raise ValueError(f"comparison frame lacks columns {missing}")
+    absent = [m for m in measures if m not in set(tidy["measure"])]
+    if absent:
+        raise ValueError(f"measures {absent} are not in the frame")
+    labels = [
+        setting_label(s, p, k, cfg)
+        for s, p, k in tidy[list(SETTING_COLUMNS)].itertuples(index=False, name=None)
+    ]
+    sub = tidy.assign(setting=labels)
+    sub = sub[sub["measure"].isin(list(measures))]
+    out = (
+        sub.groupby(["setting", "representation", "measure"], sort=False)["value"]
+        .agg(value="mean", low="min", high="max", seeds="count")
+        .reset_index()
+    )
+    return out
+
+
+def leaders(summary: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """Per setting of :func:`settings_summary`: each representation's mean ``measure`` as a
+    column (settings as rows, in order) and ``leader``, the representation with the highest."""
+    part = summary[summary["measure"] == measure]
+    if part.empty:
+        raise ValueError(f"measure {measure!r} is not in the summary")
+    wide = part.pivot_table(index="setting", columns="representation", values="value", sort=False)
+    wide = wide[list(dict.fromkeys(part["representation"]))]
+    wide["leader"] = wide.idxmax(axis=1)
+    return wide

@@ -171,3 +171,39 @@ def test_compare_maps_on_a_tiny_phantom(tmp_path, capsys):
     assert one[maps.CONTRASTIVE, "ari"] == pytest.approx(value[0, maps.CONTRASTIVE, "ari"])
     assert "contrastive" in capsys.readouterr().out
     assert cli.main([*args[:3], "--out", str(tmp_path / "x.csv")]) == 1  # --data, no --truth
+
+
+def test_settings_summary_labels_and_leaders_by_hand():
+    cfg = get_profile("smoke")  # phantom: signal 1, seed 0, 3 subtypes
+    rows = []
+    for setting, base in (((1.0, 0, 3), 0.0), ((0.25, 1, 3), 0.5), ((1.0, 0, 5), 0.2)):
+        for seed in (0, 1):
+            rows.append((*setting, "raw genes", seed, "ari", base))
+            rows.append((*setting, "contrastive", seed, "ari", base + 0.1 * (seed + 1)))
+            rows.append((*setting, "contrastive", seed, "flops", 7.0))
+    tidy = pd.DataFrame(rows, columns=[*maps.SETTING_COLUMNS, *maps.TIDY_COLUMNS])
+    summary = maps.settings_summary(tidy, ["ari"], cfg)
+    assert list(dict.fromkeys(summary["setting"])) == [
+        "the profile's phantom",
+        "signal 0.25, phantom seed 1",
+        "5 subtypes",
+    ]
+    assert set(summary["measure"]) == {"ari"} and (summary["seeds"] == 2).all()
+    row = summary.set_index(["setting", "representation"]).loc[("5 subtypes", "contrastive")]
+    assert row["value"] == pytest.approx(0.35) and row["low"] == pytest.approx(0.3)
+    assert row["high"] == pytest.approx(0.4)
+    board = maps.leaders(summary, "ari")
+    assert list(board.columns) == ["raw genes", "contrastive", "leader"]
+    assert list(board["leader"]) == ["contrastive"] * 3
+    assert board.loc["signal 0.25, phantom seed 1", "raw genes"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="nmi"):
+        maps.settings_summary(tidy, ["nmi"], cfg)
+    with pytest.raises(ValueError, match="subtypes"):
+        maps.settings_summary(tidy.drop(columns="subtypes"), ["ari"], cfg)
+    with pytest.raises(ValueError, match="flops"):
+        maps.leaders(summary, "flops")
+    from radiolib import map_figures
+
+    fig = map_figures.settings_figure(summary, ["ari"])
+    assert [t.name for t in fig.data] == ["raw genes", "contrastive"]
+    assert list(fig.data[1].error_y.array) == pytest.approx([0.05, 0.05, 0.05])
