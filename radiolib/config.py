@@ -3,7 +3,7 @@
 Three profiles exist:
 
 * ``smoke``: the whole study in a few minutes on two CPU cores (tests and CI).
-* ``quick``: the default of ``make book``; about a quarter of an hour on two CPU cores.
+* ``quick``: the default of ``make book``; about ten minutes on two CPU cores (32 px).
 * ``paper``: the paper's scale (130 patients, 500 epochs), meant for a GPU.
 
 A profile is a tree of frozen dataclasses. ``get_profile("quick", {"train.steps": 50})``
@@ -105,6 +105,10 @@ class TrainConfig:
     sample_every: int = 100
     seeds: tuple[int, ...] = (0,)
     num_workers: int = 0
+    # runs that train_models trains at once, each in its own process with its share of the
+    # threads: two runs of a small network use two cores better than one run does. The weights
+    # differ from one-at-a-time runs in the last bits (other thread counts sum in other orders)
+    parallel_runs: int = 1
     # torch.compile the generator for the training step (fused kernels; sums in another order,
     # so the losses differ from eager ones in the last bits); the first step pays the compile.
     # One process only: under torchrun the step runs eager
@@ -121,8 +125,11 @@ class EvaluationConfig:
     clusters: int = 3
     tsne_perplexity: float = 15.0
     classifier_steps: int = 300
-    map_signals: tuple[float, ...] = (0.25, 1.0)  # phantom signal strengths compared in notebook 04
+    # phantom signal strengths at which notebook 02 trains, and notebook 04 scores, the proposed and
+    # baseline GANs (the signal sweep); empty: no sweep (its runs do not fit the quick budget)
+    sweep_signals: tuple[float, ...] = (0.25, 1.0)
     map_steps: int = 400  # training steps per model in the sweep (= train.steps: reuse main runs)
+    map_signals: tuple[float, ...] = (0.25, 1.0)  # signal strengths of the map comparison
     # mechanism variants of the proposed GAN (radiolib.models.VARIANTS) trained beside the three
     # models, on the same data and seeds, for the ablation of notebook 03
     variants: tuple[str, ...] = ("proposed-paper",)
@@ -190,6 +197,7 @@ PROFILES: dict[str, Profile] = {
             bootstrap=200,
             tsne_perplexity=3.0,
             classifier_steps=20,
+            sweep_signals=(0.5, 1.0),
             map_signals=(0.5, 1.0),
             map_steps=12,
             map_seeds=(0, 1),
@@ -198,12 +206,15 @@ PROFILES: dict[str, Profile] = {
         ),
         contrastive=ContrastiveConfig(steps=40, image_width=8),
     ),
-    # two training seeds and ~17 held-out donors: intervals over both, see notebook 03
+    # two training seeds and ~19 held-out donors: intervals over both, see notebook 03. Sized for
+    # `make book` in about ten minutes on two cores: 32 px (a quarter of the FLOPs of 64 px), no
+    # signal sweep, eager (at 32 px torch.compile measured no faster and pays its compile per run)
     "quick": Profile(
         name="quick",
         phantom=PhantomConfig(patients=64),
-        curation=CurationConfig(test_fraction=0.3),
-        train=TrainConfig(seeds=(0, 1)),
+        curation=CurationConfig(test_fraction=0.3, image_size=32),
+        train=TrainConfig(seeds=(0, 1), compile=False, parallel_runs=2),
+        evaluation=EvaluationConfig(sweep_signals=()),
     ),
     "paper": Profile(
         name="paper",
@@ -226,6 +237,7 @@ PROFILES: dict[str, Profile] = {
             bootstrap=2000,
             tsne_perplexity=30.0,
             classifier_steps=2000,
+            sweep_signals=(0.25, 0.5, 1.0, 2.0),
             map_signals=(0.25, 0.5, 1.0, 2.0),
             map_steps=30000,
         ),
@@ -343,6 +355,7 @@ _MINIMUM: dict[str, float] = {
     "train.log_every": 1,
     "train.sample_every": 1,
     "train.num_workers": 0,
+    "train.parallel_runs": 1,
     "evaluation.pairs": 2,
     "evaluation.bootstrap": 1,
     "evaluation.clusters": 2,

@@ -45,6 +45,7 @@ RESUMABLE_FIELDS = (
     "sample_every",
     "seeds",
     "num_workers",
+    "parallel_runs",  # thread counts: the last bits only
 )
 
 

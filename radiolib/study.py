@@ -49,7 +49,7 @@ EXECUTED = Path("book") / "_executed"
 RUNS = "runs"
 RUN_IDENTITY = "run.json"
 # Parameters that change neither data, weights nor results: runs differing only here share a folder
-NOT_IN_RUN_KEY = ("train.num_workers", "curation.workers")
+NOT_IN_RUN_KEY = ("train.num_workers", "train.parallel_runs", "curation.workers")
 BUILD = Path("book") / "_build"
 RUN_RECORD = "run_record.json"
 REPRODUCING_PAGE = "reproducing.md"

@@ -1,7 +1,7 @@
 """Training on phantom variants: the signal sweep's runs and the map comparison's.
 
 Besides the study's main runs, notebook 02 trains the signal sweep's (:func:`train_sweep`): for
-each signal of ``evaluation.map_signals`` the phantom is written at that signal, curated with
+each signal of ``evaluation.sweep_signals`` the phantom is written at that signal, curated with
 the profile's curation, and the baseline and proposed GANs are trained for
 ``evaluation.map_steps`` steps, where :func:`radiolib.radiogenomics.scoring.sweep_plan` says.
 Notebook 04 reads and scores them (:func:`radiolib.radiogenomics.scoring.signal_sweep`) and never

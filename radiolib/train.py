@@ -508,6 +508,39 @@ def train_from_args(
     return train(gan, cohort, profile, Path(out), seed, device=device, resume=resume)
 
 
+def _train_run(
+    model: str,
+    seed: int,
+    out: Path,
+    cohort: CuratedCohort,
+    cfg: Profile,
+    device: str,
+    progress: bool | None,
+    threads: int = 0,
+) -> dict[str, Any]:
+    """One run of :func:`train_models` (in this process, or in a worker with ``threads``
+    threads); a run made with other settings or data is trained again from the start."""
+    if threads:
+        torch.set_num_threads(threads)
+    gan = build_for_cohort(model, cohort, cfg, seed)
+    try:
+        result = train(gan, cohort, cfg, out, seed, device=device, progress=progress)
+    except StaleRunError as stale:
+        print(f"{stale}: the inputs changed, training {model} (seed {seed}) again")
+        gan = build_for_cohort(model, cohort, cfg, seed)
+        result = train(gan, cohort, cfg, out, seed, device=device, resume=False, progress=progress)
+    return {
+        "model": model,
+        "seed": seed,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "images_per_s": round(result.images_per_s, 1),
+        "skipped": result.skipped,
+        "out": str(result.out),
+        **result.losses,
+    }
+
+
 def train_models(
     cohort: CuratedCohort,
     cfg: Profile,
@@ -520,32 +553,24 @@ def train_models(
     """Train every model for every seed (``cfg.train.seeds`` by default) into
     ``run_dir(model, seed)``; finished runs are reused, unfinished ones resumed, and a run made
     with other settings or data (the cohort was curated again, a parameter changed) is trained
-    again from the start. One row per run: model, seed, steps, seconds, images_per_s, skipped,
-    out and the last logged loss terms. ``progress`` as for :func:`train`: by default a bar
-    only when ``radiolib study`` runs the notebook, in its terminal (not in the notebook)."""
-    rows = []
-    for model in models:
-        for seed in seeds if seeds is not None else cfg.train.seeds:
-            out = run_dir(model, seed)
-            gan = build_for_cohort(model, cohort, cfg, seed)
-            try:
-                result = train(gan, cohort, cfg, out, seed, device=device, progress=progress)
-            except StaleRunError as stale:
-                print(f"{stale}: the inputs changed, training {model} (seed {seed}) again")
-                gan = build_for_cohort(model, cohort, cfg, seed)
-                result = train(
-                    gan, cohort, cfg, out, seed, device=device, resume=False, progress=progress
-                )
-            rows.append(
-                {
-                    "model": model,
-                    "seed": seed,
-                    "steps": result.steps,
-                    "seconds": round(result.seconds, 1),
-                    "images_per_s": round(result.images_per_s, 1),
-                    "skipped": result.skipped,
-                    "out": str(result.out),
-                    **result.losses,
-                }
-            )
-    return pd.DataFrame(rows)
+    again from the start. ``cfg.train.parallel_runs`` runs train at once, each in a process of
+    its own with its share of this process's threads (small networks use two cores better as
+    two runs than as one). One row per run, in the order of ``models`` then seeds: model, seed,
+    steps, seconds, images_per_s, skipped, out and the last logged loss terms. ``progress`` as
+    for :func:`train`: by default a bar only when ``radiolib study`` runs the notebook, in its
+    terminal (not in the notebook)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    seeds = cfg.train.seeds if seeds is None else seeds
+    runs = [(model, int(seed), Path(run_dir(model, seed))) for model in models for seed in seeds]
+    workers = min(cfg.train.parallel_runs, len(runs))
+    if workers <= 1:
+        return pd.DataFrame([_train_run(*r, cohort, cfg, device, progress) for r in runs])
+    threads = max(1, torch.get_num_threads() // workers)
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process with threads
+    with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+        futures = [
+            pool.submit(_train_run, *r, cohort, cfg, device, progress, threads) for r in runs
+        ]
+        return pd.DataFrame([f.result() for f in futures])

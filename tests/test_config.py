@@ -20,7 +20,7 @@ def test_three_profiles_grow_in_size():
     for field in ("phantom.patients", "curation.image_size", "train.steps", "train.batch_size"):
         assert smoke.flat()[field] <= quick.flat()[field] <= paper.flat()[field], field
     assert paper.phantom.patients == 130  # the paper's RNA-seq cohort
-    assert quick.curation.image_size == 64  # the network grid of the study by default
+    assert quick.curation.image_size == 32  # the ten-minute `make book` budget's grid (intro.md)
 
 
 def test_profile_from_environment(monkeypatch):

@@ -594,3 +594,32 @@ def test_under_a_study_train_models_shows_model_step_time_left_and_losses(cohort
     last = shown.getvalue().splitlines()[-1]
     assert last.startswith("inpainting seed 1: 100%") and "6/6 [" in last
     assert "<00:00" in last and "d_total=" in last and "g_total=" in last
+
+
+def test_parallel_runs_train_in_processes_as_one_at_a_time_and_show_their_bars(cohort, tmp_path):
+    import dataclasses
+
+    from radiolib.progress import relayed_progress
+    from radiolib.runs import load_generator
+    from radiolib.train import train_models
+
+    cfg = tiny_profile()
+    both = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, parallel_runs=2))
+    alone = lambda model, seed: tmp_path / "alone" / f"{model}-{seed}"  # noqa: E731
+    beside = lambda model, seed: tmp_path / "beside" / f"{model}-{seed}"  # noqa: E731
+    train_models(cohort, cfg, alone, models=("proposed",), seeds=(0, 1), device="cpu")
+    shown = io.StringIO()
+    with relayed_progress(shown, every=0):
+        runs = train_models(cohort, both, beside, models=("proposed",), seeds=(0, 1), device="cpu")
+    assert list(zip(runs.model, runs.seed, strict=True)) == [("proposed", 0), ("proposed", 1)]
+    assert (runs.steps == cfg.train.steps).all() and not runs.skipped.any()
+    # one thread here, one thread in each worker: the same sums in the same order
+    for seed in (0, 1):
+        a, b = load_generator(alone("proposed", seed)), load_generator(beside("proposed", seed))
+        for k, v in a.generator.state_dict().items():
+            assert torch.equal(v, b.generator.state_dict()[k]), (seed, k)
+    lines = shown.getvalue()
+    assert "proposed seed 0: 100%" in lines and "proposed seed 1: 100%" in lines
+    # finished runs are reused whichever way they were trained
+    again = train_models(cohort, cfg, beside, models=("proposed",), seeds=(0, 1), device="cpu")
+    assert again.skipped.all()
