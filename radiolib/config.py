@@ -3,7 +3,7 @@
 Three profiles exist:
 
 * ``smoke``: the whole study in a few minutes on two CPU cores (tests and CI).
-* ``quick``: the default of ``make book``; about ten minutes on two CPU cores (32 px).
+* ``quick``: the default of ``make book``; about fifteen minutes on two CPU cores (32 px).
 * ``paper``: the paper's scale (130 patients, 500 epochs), meant for a GPU.
 
 A profile is a tree of frozen dataclasses. ``get_profile("quick", {"train.steps": 50})``
@@ -206,9 +206,10 @@ PROFILES: dict[str, Profile] = {
         ),
         contrastive=ContrastiveConfig(steps=40, image_width=8),
     ),
-    # two training seeds and ~19 held-out donors: intervals over both, see notebook 03. Sized for
-    # `make book` in about ten minutes on two cores: 32 px (a quarter of the FLOPs of 64 px), no
-    # signal sweep, eager (at 32 px torch.compile measured no faster and pays its compile per run)
+    # two training seeds and ~17 held-out donors: intervals over both, see notebook 03. `make book`
+    # in about fifteen minutes on two cores (ten was the aim): 32 px (a quarter of the FLOPs of
+    # 64 px), no signal sweep, eager (at 32 px torch.compile measured no faster and pays its
+    # compile per run)
     "quick": Profile(
         name="quick",
         phantom=PhantomConfig(patients=64),

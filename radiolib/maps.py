@@ -196,6 +196,8 @@ def summary_table(tidy: pd.DataFrame, measures: Sequence[str]) -> pd.DataFrame:
         sort=False,
         dropna=False,
     )
+    if len(keys) > 1:  # dropna=False spans every combination of the keys: keep those observed
+        table = table.reindex(pd.MultiIndex.from_frame(sub[keys].drop_duplicates()))
     table = table.swaplevel(0, 1, axis=1)
     return table[[(m, s) for m in measures for s in ("mean", "std")]]
 

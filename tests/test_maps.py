@@ -68,6 +68,19 @@ def test_summary_table_by_hand():
     assert table.loc["a", ("ari", "mean")] == pytest.approx(0.3)
     assert table.loc["a", ("ari", "std")] == pytest.approx(np.std([0.2, 0.4], ddof=1))
     assert table.loc["b", ("ari", "std")] == 0.0 and np.isnan(table.loc["b", ("flops", "mean")])
+    # two phantoms that differ in two settings: one row per representation and phantom, none
+    # for the combinations of settings that were not run
+    settings = pd.DataFrame({"signal": [1.0] * 6 + [0.5] * 6, "phantom_seed": [0] * 6 + [1] * 6})
+    both = pd.concat([tidy, tidy.assign(value=tidy["value"] * 2)], ignore_index=True)
+    by_setting = maps.summary_table(pd.concat([settings.assign(subtypes=3), both], axis=1), ["ari"])
+    assert list(by_setting.index) == [
+        (1.0, 0, 3, "a"),
+        (1.0, 0, 3, "b"),
+        (0.5, 1, 3, "a"),
+        (0.5, 1, 3, "b"),
+    ]
+    assert by_setting.loc[(0.5, 1, 3, "a"), ("ari", "mean")] == pytest.approx(0.6)
+    assert not by_setting.isna().any().any()
     with pytest.raises(ValueError, match="nmi"):
         maps.summary_table(tidy, ["nmi"])
     with pytest.raises(ValueError, match="columns"):
