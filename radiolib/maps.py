@@ -357,6 +357,41 @@ def settings_summary(tidy: pd.DataFrame, measures: Sequence[str], cfg: Profile) 
     return out
 
 
+def leaders_paragraph(summary: pd.DataFrame, measure: str) -> str:
+    """The answer of a :func:`settings_summary` in words: for each representation, the settings
+    on which it leads on ``measure`` (highest mean over seeds), counted only where the lead is
+    resolved (the leader's lowest seed above the runner-up's highest); the others are named as
+    not resolved. ValueError when ``measure`` is not in the summary."""
+    part = summary[summary["measure"] == measure]
+    if part.empty:
+        raise ValueError(f"measure {measure!r} is not in the summary")
+    led: dict[str, list[str]] = {r: [] for r in dict.fromkeys(part["representation"])}
+    unresolved = []
+    for setting, rows in part.groupby("setting", sort=False):
+        ranked = rows.sort_values("value", ascending=False)
+        top = ranked.iloc[0]
+        if len(ranked) > 1 and not top["low"] > ranked.iloc[1]["high"]:
+            unresolved.append(
+                f"{setting} ({top['representation']} ahead of {ranked.iloc[1]['representation']})"
+            )
+        else:
+            led[top["representation"]].append(str(setting))
+    settings = part["setting"].nunique()
+    parts = [
+        f"{rep} leads on {len(where)} ({', '.join(where)})" if where else f"{rep} on none"
+        for rep, where in led.items()
+    ]
+    text = (
+        f"On {settings} phantom{'s' if settings > 1 else ''}, by {measure} (mean over seeds; a "
+        "lead counts where the leader's lowest seed is above the runner-up's highest): "
+        + "; ".join(parts)
+        + "."
+    )
+    if unresolved:
+        text += f" Not resolved on {len(unresolved)}: {'; '.join(unresolved)}."
+    return text
+
+
 def leaders(summary: pd.DataFrame, measure: str) -> pd.DataFrame:
     """Per setting of :func:`settings_summary`: each representation's mean ``measure`` as a
     column (settings as rows, in order) and ``leader``, the representation with the highest."""

@@ -87,6 +87,25 @@ def test_summary_table_by_hand():
         maps.summary_table(tidy.drop(columns="seed"), ["ari"])
 
 
+def test_leaders_paragraph_counts_only_resolved_leads():
+    rows = [
+        # setting, representation, mean, lowest seed, highest seed
+        ("A", "conventional", 0.9, 0.9, 0.9),
+        ("A", "contrastive", 0.5, 0.3, 0.7),
+        ("B", "conventional", 0.2, 0.2, 0.2),
+        ("B", "contrastive", 0.3, 0.1, 0.5),  # ahead, but its lowest seed is below 0.2
+        ("C", "conventional", 0.1, 0.1, 0.1),
+        ("C", "contrastive", 0.4, 0.35, 0.45),
+    ]
+    summary = pd.DataFrame(rows, columns=["setting", "representation", "value", "low", "high"])
+    text = maps.leaders_paragraph(summary.assign(measure="ari"), "ari")
+    assert text.startswith("On 3 phantoms, by ari")
+    assert "conventional leads on 1 (A)" in text and "contrastive leads on 1 (C)" in text
+    assert "Not resolved on 1: B (contrastive ahead of conventional)" in text
+    with pytest.raises(ValueError, match="nmi"):
+        maps.leaders_paragraph(summary.assign(measure="ari"), "nmi")
+
+
 def test_map_settings_change_one_parameter_at_a_time(tmp_path):
     cfg = get_profile(
         "smoke",
