@@ -18,6 +18,7 @@ from radiolib.config import CurationConfig
 from radiolib.data import curate, curated, expression, geometry
 from radiolib.data.lungs import (
     TUMOUR_MARGIN_MM,
+    _distance_to,
     background_slices,
     sample_background_centres,
     segment_lungs,
@@ -286,6 +287,17 @@ def test_background_centres_distance_and_tumour():
     thin[10:12, 10:30, 10:30] = True
     none, _ = sample_background_centres(thin, tumour, 1.5, 3, 5.0, 25.0, 0)
     assert none.shape == (0, 3)
+
+
+def test_distance_to_a_mask_is_the_euclidean_distance_transform():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    mask = rng.random((20, 30, 25)) < 0.01
+    for spacing in [(1.25, 0.86, 0.7), 1.0]:
+        reference = ndimage.distance_transform_edt(~mask, sampling=spacing)
+        np.testing.assert_allclose(_distance_to(mask, spacing), reference, atol=1e-5)
+    assert (_distance_to(mask, 1.0)[mask] == 0).all()
 
 
 def test_background_slices_and_skip():

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 from skimage.morphology import convex_hull_image
 
@@ -28,13 +29,26 @@ def _bbox(mask: np.ndarray, margin: int | Sequence[int] = 0) -> tuple[slice, ...
     )
 
 
+def _distance_to(mask: np.ndarray, spacing: float | Sequence[float]) -> np.ndarray:
+    """Euclidean distance (mm) of every voxel of a 3D array to the nearest ``True`` voxel of
+    ``mask`` (0 on the mask; ``scipy.ndimage.distance_transform_edt(~mask)``), from SimpleITK's
+    Maurer transform, which is about twice as fast. ``mask`` must hold a ``True`` voxel."""
+    spacing = (float(spacing),) * 3 if np.isscalar(spacing) else tuple(map(float, spacing))
+    image = sitk.GetImageFromArray(np.ascontiguousarray(mask, np.uint8))
+    image.SetSpacing(spacing[::-1])  # SimpleITK orders axes (x, y, z)
+    signed = sitk.SignedMaurerDistanceMap(
+        image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True
+    )
+    return np.maximum(sitk.GetArrayViewFromImage(signed), 0.0)
+
+
 def _closing(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
     """Morphological closing by a Euclidean ball via two distance transforms (cost does not
     grow with the radius)."""
     pad = int(np.ceil(radius_mm / min(spacing))) + 1
     padded = np.pad(mask, pad)
-    dilated = ndimage.distance_transform_edt(~padded, sampling=spacing) <= radius_mm
-    closed = ndimage.distance_transform_edt(dilated, sampling=spacing) > radius_mm
+    dilated = _distance_to(padded, spacing) <= radius_mm
+    closed = _distance_to(~dilated, spacing) > radius_mm
     return closed[tuple(slice(pad, -pad) for _ in mask.shape)]
 
 
@@ -117,15 +131,12 @@ def lung_boundary_distance(
         region = lungs[box].copy()
         if tumour.any():
             t_box = _bbox(tumour, int(np.ceil(tumour_margin_mm / spacing_mm)) + 1)
-            near = (
-                ndimage.distance_transform_edt(~tumour[t_box], sampling=spacing_mm)
-                <= tumour_margin_mm
-            )
+            near = _distance_to(tumour[t_box], spacing_mm) <= tumour_margin_mm
             full = np.zeros(lungs.shape, bool)
             full[t_box] = near
             region &= ~full[box]
         # pad: the volume's edge counts as outside the lung
-        sub = ndimage.distance_transform_edt(np.pad(region, 1), sampling=spacing_mm)
+        sub = _distance_to(~np.pad(region, 1), spacing_mm)
         dist[box] = sub[1:-1, 1:-1, 1:-1]
         full_region = np.zeros(lungs.shape, bool)
         full_region[box] = region
