@@ -73,20 +73,33 @@ class ModelConfig:
     gate_bias: float = -2.0  # the gate's starting logit (background side)
     adain_input: str = "object"  # "object": AdaIN(o), gate once | "gated": AdaIN(a * o)
     mask_source: str = "map"  # "map": G_m is the finest weight map | "head": its own output
-    d_gene_code: str = "generator"  # D_ISG reads the generator's phi(g) | "own": D's own mapping
+    # the gene code D_ISG reads: "shared": the generator's phi(g), trained by the discriminator's
+    # step too (to tell matched from mismatched genes) | "generator": the generator's phi(g),
+    # detached in the D step (MC-GAN's trainer) | "own": a mapping of the discriminator's own
+    d_gene_code: str = "shared"
 
 
 # variants of a model that change only its mechanism options (ModelConfig fields), trained
 # beside the three models so the book shows what each departure from the paper does
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # the paper read literally: the map is the batch-normalised first half (channel mean), AdaIN
-    # normalises the gated features, the mask is a separate output
+    # normalises the gated features, the mask is a separate output, and D_ISG reads the
+    # generator's code as MC-GAN's trainer does (detached in the discriminator's step)
     "proposed-paper": (
         "proposed",
-        {"weight_map": "paper", "adain_input": "gated", "mask_source": "head"},
+        {
+            "weight_map": "paper",
+            "adain_input": "gated",
+            "mask_source": "head",
+            "d_gene_code": "generator",
+        },
     ),
-    # the discriminator's joint head reads a gene code of its own, not the generator's phi(g)
+    # one change each: D_ISG reads the generator's code detached in the D step (MC-GAN), or a
+    # code of the discriminator's own
+    "proposed-mcgan-code": ("proposed", {"d_gene_code": "generator"}),
     "proposed-own-code": ("proposed", {"d_gene_code": "own"}),
+    # the mask from a head of its own, the weight map left free (the paper's auxiliary output)
+    "proposed-mask-head": ("proposed", {"mask_source": "head"}),
 }
 
 
@@ -206,13 +219,12 @@ PROFILES: dict[str, Profile] = {
         ),
         contrastive=ContrastiveConfig(steps=40, image_width=8),
     ),
-    # two training seeds and ~17 held-out donors: intervals over both, see notebook 03. `make book`
-    # in about fifteen minutes on two cores (ten was the aim): 32 px (a quarter of the FLOPs of
-    # 64 px), no signal sweep, eager (at 32 px torch.compile measured no faster and pays its
-    # compile per run)
+    # the real cohort's 130 patients (about 36 held-out donors) and two training seeds: intervals
+    # over both, see notebook 03; 32 px (a quarter of the FLOPs of 64 px), no signal sweep,
+    # eager (at 32 px torch.compile measured no faster and pays its compile per run)
     "quick": Profile(
         name="quick",
-        phantom=PhantomConfig(patients=64),
+        phantom=PhantomConfig(patients=130),
         curation=CurationConfig(test_fraction=0.3, image_size=32),
         train=TrainConfig(seeds=(0, 1), compile=False, parallel_runs=2),
         evaluation=EvaluationConfig(sweep_signals=()),
@@ -443,7 +455,7 @@ def _validate(profile: Profile) -> None:
         ("weight_map", m.weight_map, ("gate", "paper")),
         ("adain_input", m.adain_input, ("object", "gated")),
         ("mask_source", m.mask_source, ("map", "head")),
-        ("d_gene_code", m.d_gene_code, ("generator", "own")),
+        ("d_gene_code", m.d_gene_code, ("generator", "own", "shared")),
     ):
         if value not in choices:
             problems.append(f"model.{name} must be one of {', '.join(choices)} (got {value!r})")

@@ -34,6 +34,10 @@ TRACKED = (
     ("realism", "kid"),
     ("gene_control", "diameter_mm"),
     ("gene_control", "attenuation_hu"),
+    ("gene_control_train", "diameter_mm"),
+    ("gene_control_train", "attenuation_hu"),
+    ("joint_head", "auc_train"),
+    ("joint_head", "auc_test"),
     ("mask", "area_px"),
 )
 
@@ -71,6 +75,7 @@ def convergence_study(
     from radiolib.evaluation import evaluate_synthesis
     from radiolib.metrics import PSNR_CAP_DB
     from radiolib.radiogenomics import codes, ground_truth
+    from radiolib.runs import load_generator
     from radiolib.train import build_for_cohort, train
 
     device = resolve_device(device)
@@ -84,8 +89,9 @@ def convergence_study(
         for model in models:
             for seed in seeds:
                 gan = build_for_cohort(model, cohort, at, seed)
-                train(gan, cohort, at, Path(run_dir(model, seed)), seed, device, progress=progress)
-                gans[(model, seed)] = gan.eval()
+                out = Path(run_dir(model, seed))
+                train(gan, cohort, at, out, seed, device, progress=progress)
+                gans[(model, seed)] = load_generator(out, device)  # as the study reads it: EMA
         ev = evaluate_synthesis(cohort, at, gans, truth=truth, device=device)
         res = ev.results
         for (model, seed), _ in gans.items():
@@ -97,8 +103,12 @@ def convergence_study(
                 ("background_kept", "ssim"): pooled["bg_ssim"].mean(),
                 ("mask", "area_px"): pooled["mask_px"].mean(),
             }
-            for _, r in mine[mine.section.isin(["realism", "gene_control"])].iterrows():
+            for _, r in mine[
+                mine.section.isin(["realism", "gene_control", "gene_control_train"])
+            ].iterrows():
                 values[(r.section, r.measure)] = r.value
+            for _, r in mine[mine.section == "joint_head"].iterrows():
+                values[(r.section, f"{r.measure}_{r.level}")] = r.value
             finest = [c for c in pooled.columns if c.startswith("w") and c.endswith("_inside")]
             if finest:
                 level = max(finest, key=lambda c: int(c[1:].split("_")[0])).split("_")[0]

@@ -60,6 +60,7 @@ from radiolib.pairs import (
     anchor_syntheses,
     background_keep_region,
     evaluate_pairs,
+    joint_head_auc,
     synthesize_pairs,
 )
 from radiolib.runs import inspect_runs, load_generator
@@ -281,10 +282,13 @@ def evaluate_synthesis(
     * ``diversity``: mean pairwise L1 of syntheses for different donors on one background
       relative to the same for those donors' real tumour slices (1 = as varied as real);
     * ``counterfactual``: on that background, change inside vs outside the tumours;
+    * ``joint_head``: the AUC of D_ISG for a slice's own genes against another patient's, on
+      training and held-out slices (:func:`~radiolib.pairs.joint_head_auc`);
     * with ``truth``: ``gene_control`` (Spearman rho of each measured trait with the donor's
       hidden trait, per seed and pooled (seed ``all``) with a CI over donors and seeds; ``real``
-      rows measure the real slices, the ceiling; methods without genes are left out) and
-      ``subtype``
+      rows measure the real slices, the ceiling; methods without genes are left out),
+      ``gene_control_train`` (the same on training donors: did the GAN learn to follow genes
+      at all) and ``subtype``
       (accuracy of a classifier trained on real training slices, applied to syntheses against
       the donor's subtype; ``chance`` is the majority share).
     """
@@ -302,7 +306,9 @@ def evaluate_synthesis(
     rows += _counterfactual_rows(panel)
     if truth is not None:
         rows += _gene_control_rows(cohort, cfg, per_pair, pairs, truth)
+        rows += _training_donor_rows(cohort, cfg, gans, truth, device)
         rows += _subtype_rows(cohort, cfg, pairs, synths, truth)
+    rows += _joint_head_rows(cohort, cfg, gans)
     return SynthesisEvaluation(
         pairs=pairs, synths=synths, per_pair=per_pair, results=pd.DataFrame(rows), panel=panel
     )
@@ -434,8 +440,9 @@ def _gene_control_rows(
     per_pair: pd.DataFrame,
     pairs: Mapping[str, np.ndarray],
     truth: PhantomTruth,
+    section: str = "gene_control",
 ) -> list[dict]:
-    """Section ``gene_control``: Spearman rho of each measured trait with the donor's hidden
+    """Section ``section``: Spearman rho of each measured trait with the donor's hidden
     trait, pooled over seeds with a CI over donors and seeds, and per seed."""
     ids = np.asarray(cohort.patients)
     donor_truth = truth.patients.loc[ids[pairs["donor_patient"]]].reset_index(drop=True)
@@ -461,7 +468,7 @@ def _gene_control_rows(
                 n=cfg.evaluation.bootstrap,
             )
             n_ok = int((np.isfinite(a) & np.isfinite(b)).sum())
-            rows.append(_row("gene_control", method, "all", trait, rho, low, high, n=n_ok))
+            rows.append(_row(section, method, "all", trait, rho, low, high, n=n_ok))
         if method == "real":
             continue
         for seed, by_seed in group.groupby("seed"):
@@ -471,8 +478,46 @@ def _gene_control_rows(
                     by_seed[f"synth_{trait}"].to_numpy(np.float64),
                     hidden_seed[hidden].to_numpy(np.float64),
                 )
-                rows.append(_row("gene_control", method, seed, trait, rho))
+                rows.append(_row(section, method, seed, trait, rho))
     return rows
+
+
+def _training_donor_rows(
+    cohort: CuratedCohort,
+    cfg: Profile,
+    gans: Mapping[tuple[str, int], GAN],
+    truth: PhantomTruth,
+    device: str,
+) -> list[dict]:
+    """Section ``gene_control_train``: gene control on pairs of TRAINING donors (and
+    backgrounds): whether a GAN learned to follow the genes at all, apart from whether that
+    carries over to held-out donors (section ``gene_control``)."""
+    pairs = evaluation_pairs(cohort, cfg.evaluation.pairs, seed=cfg.curation.seed, split="train")
+    frames = [
+        evaluate_pairs(method, synthesize_pairs(gan, pairs, device=device), pairs, cfg).assign(
+            seed=seed
+        )
+        for (method, seed), gan in gans.items()
+        if method not in NO_GENES
+    ]
+    if not frames:
+        return []
+    per_pair = pd.concat(frames, ignore_index=True)
+    return _gene_control_rows(cohort, cfg, per_pair, pairs, truth, "gene_control_train")
+
+
+def _joint_head_rows(
+    cohort: CuratedCohort, cfg: Profile, gans: Mapping[tuple[str, int], GAN]
+) -> list[dict]:
+    """Section ``joint_head``: :func:`~radiolib.pairs.joint_head_auc` per GAN with a joint head
+    and seed, on training (``level`` train) and held-out (``level`` test) slices."""
+    return [
+        _row("joint_head", method, seed, "auc", auc, n=cfg.evaluation.pairs, level=split)
+        for (method, seed), gan in gans.items()
+        if getattr(gan.discriminator, "conditional", False)
+        for split in ("train", "test")
+        for auc in [joint_head_auc(gan, cohort, split, cfg.evaluation.pairs, cfg.curation.seed)]
+    ]
 
 
 def _subtype_rows(

@@ -5,7 +5,8 @@ A pair is a held-out donor's genes with a held-out background slice
 (:func:`synthesize_pairs`), two anchors bound what any GAN can score (:func:`anchor_syntheses`),
 the region every method should keep is found (:func:`background_keep_region`), and each pair gets
 its measures (:func:`evaluate_pairs`, :func:`mechanism_per_pair`): one row per pair, which
-:func:`radiolib.evaluation.evaluate_synthesis` pools into tables.
+:func:`radiolib.evaluation.evaluate_synthesis` pools into tables. :func:`joint_head_auc`
+measures the discriminator's joint head itself.
 
 Images are numpy arrays in [0, 1]; networks work in [-1, 1] and :func:`synthesize_pairs`
 converts at the boundary (:func:`radiolib.data.dataset.to_net`, ``from_net``).
@@ -27,6 +28,7 @@ from radiolib.models import eval_mode
 
 if TYPE_CHECKING:
     from radiolib.config import Profile
+    from radiolib.data.curated import CuratedCohort
     from radiolib.models import GAN, Synthesis
 
 _PAIR_KEYS = ("background", "genes", "real_tumour", "real_mask", "donor_patient")
@@ -286,3 +288,37 @@ def evaluate_pairs(
         rows.append(row)
     mechanism = mechanism_per_pair(synth, int(cfg.model.erosion_px))
     return pd.concat([pd.DataFrame(rows), mechanism], axis=1)
+
+
+def joint_head_auc(gan: GAN, cohort: CuratedCohort, split: str, n: int, seed: int) -> float:
+    """How well the trained D_ISG tells a real slice's own genes from another patient's.
+
+    ``n`` slices of ``split`` (:class:`radiolib.data.dataset.PairedSlices` with ``seed``), each
+    scored with its patient's gene code and with a mismatched patient's (the patch scores'
+    mean), in eval mode; returns the AUC of matched over mismatched (0.5: the head cannot tell
+    them apart). A measure of the mechanism, not of the syntheses: on the training split it
+    shows what the discriminator learned, on the held-out split whether that generalises.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from radiolib.data.dataset import PairedSlices
+
+    dataset = PairedSlices(cohort, split, noise_dim=gan.noise_dim, seed=seed)
+    rows = np.random.default_rng(seed).permutation(len(dataset))[:n]
+    items = [dataset[int(i)] for i in rows]
+    batch = {k: torch.stack([it[k] for it in items]) for k in ("tumour", "mask", "genes")}
+    mismatched = torch.stack([it["mismatch_genes"] for it in items])
+    d = gan.discriminator
+    device = next(gan.parameters()).device
+    with eval_mode(gan), torch.no_grad():
+        feats = d.encode_image_mask(batch["tumour"].to(device), batch["mask"].to(device))
+        scores = [
+            d.score_image_mask_gene(feats, gan.discriminator_code(g.to(device)))
+            .float()
+            .mean((1, 2, 3))
+            .cpu()
+            .numpy()
+            for g in (batch["genes"], mismatched)
+        ]
+    labels = np.r_[np.ones(len(items)), np.zeros(len(items))]
+    return float(roc_auc_score(labels, np.concatenate(scores)))

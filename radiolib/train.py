@@ -219,6 +219,10 @@ class TrainingLoop:
                 fake = gan.generate(batch)
             d_terms = _prefixed(gan.discriminator_losses(batch, fake.detach()), "d_")
         d_log = self._check(d_terms, "discriminator", step)
+        # G's gradients are cleared before D's backward: where the discriminator trains the
+        # generator's gene code (model.d_gene_code="shared") that backward leaves its share on
+        # the code, which the generator's step then applies with its own
+        self.opt_g.zero_grad(set_to_none=True)
         self.opt_d.zero_grad(set_to_none=True)
         d_terms["d_total"].backward()
         average_gradients(self.d_params, self.world)
@@ -228,7 +232,6 @@ class TrainingLoop:
         with self.autocast():
             g_terms = _prefixed(gan.generator_losses(batch, fake), "g_")
         g_log = self._check(g_terms, "generator", step)
-        self.opt_g.zero_grad(set_to_none=True)
         g_terms["g_total"].backward()
         average_gradients(self.g_params, self.world)
         self.opt_g.step()

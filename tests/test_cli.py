@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import pandas as pd
 import pytest
 import torch
 
@@ -72,7 +73,13 @@ def test_phantom_curate_train_evaluate(workdir, capsys):
     )
     printed = capsys.readouterr()
     assert "table1" in printed.out and "gene_control" in printed.out
-    assert (workdir / "eval" / "results.csv").is_file()
+    results = pd.read_csv(workdir / "eval" / "results.csv")
+    # the mechanism's own measures: gene control on training donors, the joint head's AUC on
+    # training and held-out slices, for the GAN with genes and not for inpainting
+    assert set(results[results.section == "gene_control_train"].method) == {"proposed", "real"}
+    joint = results[results.section == "joint_head"]
+    assert set(joint.method) == {"proposed"} and sorted(joint.level) == ["test", "train"]
+    assert joint.value.between(0, 1).all()
     # the inpainting run's checkpoint was planted as one of an interrupted run
     assert (
         f"warning: run {runs[1]} is unfinished: its checkpoint is at step 1 of the 2" in printed.err

@@ -174,24 +174,41 @@ def test_proposed_mask_is_the_finest_map_or_its_own_head():
     assert by_head.mask.shape == (4, 1, 32, 32)
 
 
+def _code_gradients(gan, batch) -> tuple[bool, bool, bool]:
+    """Whether the generator's gene mapping receives a gradient from: the D step, the G step's
+    D_ISG term with the painting held fixed (the code's direct path), and the G step's image
+    term (the code through what it paints)."""
+    weight = gan.generator.mapping.fc2.weight
+
+    def moves(loss) -> bool:
+        if not loss.requires_grad:
+            return False
+        grad = torch.autograd.grad(loss, weight, allow_unused=True)[0]
+        return grad is not None and bool(grad.abs().sum() > 0)
+
+    fake = gan.generate(batch)
+    from_d = moves(gan.discriminator_losses(batch, fake.detach())["total"])
+    direct = moves(gan.generator_losses(batch, fake.detach())["g_image_mask_gene"])
+    painted = moves(gan.generator_losses(batch, fake)["g_image"])
+    return from_d, direct, painted
+
+
 @pytest.mark.parametrize("name", ["proposed", "baseline"])
-def test_joint_head_reads_the_generators_code_detached_in_the_d_step(name):
+def test_who_shapes_the_generators_code_in_each_joint_head_mode(name):
     batch = make_batch(32)
-    gan = tiny_gan(name, 32)
-    assert not gan.discriminator.own_gene_code
-    fake = gan.generate(batch)
-    gan.discriminator_losses(batch, fake.detach())["total"].backward()
-    mapping = gan.generator.mapping
-    assert mapping.fc1.weight.grad is None  # the D step never moves the generator's code
-    # the G step shapes the code through D_ISG as well as through the images it paints
-    gan.zero_grad()
-    fake = gan.generate(batch)
-    loss = gan.generator_losses(batch, fake)["g_image_mask_gene"]
-    code_grad = torch.autograd.grad(loss, mapping.fc2.weight, retain_graph=True)[0]
-    assert code_grad.abs().sum() > 0
-    own = ModelConfig(**{**TINY.__dict__, "d_gene_code": "own"})
-    gan_own = build_gan(name, GENES, 32, own)
-    assert gan_own.discriminator.own_gene_code
+    modes = {}
+    for mode in ("generator", "own", "shared"):
+        torch.manual_seed(0)
+        gan = build_gan(name, GENES, 32, ModelConfig(**{**TINY.__dict__, "d_gene_code": mode}))
+        assert gan.discriminator.own_gene_code == (mode == "own")
+        modes[mode] = _code_gradients(gan, batch)
+    # MC-GAN: the D step never moves the code; the G step moves it through D_ISG directly
+    assert modes["generator"] == (False, True, True)
+    # own: D_ISG reads the discriminator's mapping; the code is shaped only by the painting
+    assert modes["own"] == (False, False, True)
+    # shared: the D step trains the code to tell matched from mismatched genes; the G step
+    # cannot fool D_ISG by moving the code, only by what it paints
+    assert modes["shared"] == (True, False, True)
 
 
 def test_variants_change_only_their_options():
@@ -206,7 +223,8 @@ def test_variants_change_only_their_options():
             assert gan.generator.fusion[0].weight_map == changes["weight_map"]
             assert gan.generator.mask_source == changes["mask_source"]
         if "d_gene_code" in changes:
-            assert gan.discriminator.own_gene_code
+            assert gan.discriminator.own_gene_code == (changes["d_gene_code"] == "own")
+            assert gan.d_trains_code == (changes["d_gene_code"] == "shared")
     with pytest.raises(ValueError, match="proposed-paper"):
         build_gan("nosuch", GENES, 32, TINY)
 

@@ -74,7 +74,8 @@ def test_sampler_splits_each_global_batch_between_ranks():
 
 
 def test_one_step_matches_a_hand_written_update(cohort):
-    """D is stepped once on its own loss; G is scored by the updated D; D gets no G gradient."""
+    """D is stepped once on its own loss; G is scored by the updated D; D gets no G gradient;
+    the gene code gets D's gradient and G's, applied once."""
     from radiolib.data.dataset import PairedSlices
 
     cfg = tiny_profile()
@@ -93,11 +94,14 @@ def test_one_step_matches_a_hand_written_update(cohort):
     opt_g = torch.optim.Adam(ref.generator.parameters(), t.lr, betas=(t.beta1, t.beta2))
     ref.train()
     fake = ref.generate(batch)
+    opt_g.zero_grad()
     d_loss = ref.discriminator_losses(batch, fake.detach())["total"]
     d_loss.backward()
+    # the D step trains the generator's gene code too (model.d_gene_code "shared"): its
+    # gradient stays on the code and G's step applies it with G's own
+    assert ref.generator.mapping.fc1.weight.grad.abs().sum() > 0
     opt_d.step()
     d_after = {k: v.clone() for k, v in ref.discriminator.state_dict().items()}
-    opt_g.zero_grad()
     ref.discriminator.requires_grad_(False)
     g_loss = ref.generator_losses(batch, fake)["total"]
     g_loss.backward()
@@ -623,3 +627,22 @@ def test_parallel_runs_train_in_processes_as_one_at_a_time_and_show_their_bars(c
     # finished runs are reused whichever way they were trained
     again = train_models(cohort, cfg, beside, models=("proposed",), seeds=(0, 1), device="cpu")
     assert again.skipped.all()
+
+
+def test_joint_head_auc_scores_own_genes_against_another_patients(cohort):
+    """The AUC is read the right way round (own genes the positives) over the same slices and
+    partners as PairedSlices draws them, and a head blind to the code scores 0.5."""
+    from radiolib.data.dataset import PairedSlices
+    from radiolib.pairs import joint_head_auc
+
+    gan = tiny_gan()
+    gan.discriminator_code = lambda genes: genes[:, :8]
+    gan.discriminator.score_image_mask_gene = lambda feats, code: code[:, :1, None, None]
+    ds = PairedSlices(cohort, "train", noise_dim=gan.noise_dim, seed=3)
+    rows = np.random.default_rng(3).permutation(len(ds))[:10]
+    own = np.array([ds[int(i)]["genes"][0].item() for i in rows])
+    other = np.array([ds[int(i)]["mismatch_genes"][0].item() for i in rows])
+    by_hand = np.mean((own[:, None] > other[None]) + 0.5 * (own[:, None] == other[None]))
+    assert joint_head_auc(gan, cohort, "train", 10, seed=3) == pytest.approx(by_hand)
+    gan.discriminator.score_image_mask_gene = lambda feats, code: torch.zeros(len(code), 1, 4, 4)
+    assert joint_head_auc(gan, cohort, "test", 10, seed=3) == 0.5

@@ -102,6 +102,7 @@ class GAN(nn.Module):
         self.noise_dim = int(cfg.noise_dim)
         self.lambda_background = float(cfg.lambda_background)
         self.erosion_px = int(cfg.erosion_px)
+        self.d_trains_code = cfg.d_gene_code == "shared" and hasattr(generator, "mapping")
 
     # -- shapes ---------------------------------------------------------------------------
     def _check_image(self, x: Tensor, name: str) -> None:
@@ -125,8 +126,20 @@ class GAN(nn.Module):
         return self.generator.mapping(genes)
 
     def discriminator_code(self, genes: Tensor) -> Tensor:
-        """The gene code D_ISG reads: the generator's phi(g) (the paper, MC-GAN), or the
-        discriminator's own mapping when it has one (``model.d_gene_code="own"``)."""
+        """The gene code D_ISG reads (``model.d_gene_code``):
+
+        * ``"shared"`` (the study's): the generator's phi(g), live in the discriminator's step,
+          so the loss that tells matched from mismatched genes trains the code (the trainer
+          applies that gradient in the generator's step), and detached in the generator's
+          adversarial D_ISG term, so the generator satisfies D_ISG only by what it paints.
+          MC-GAN's text code sits on an embedding pretrained to match images and text; here no
+          gene embedding exists beforehand, and the discriminator's matching loss is what
+          trains one, end to end (book/method.md has the measurements).
+        * ``"generator"`` (MC-GAN's trainer): the generator's phi(g) detached in the
+          discriminator's step and live in the generator's step;
+        * ``"own"``: the discriminator's own mapping (the generator's code is then shaped only
+          through the images it paints).
+        """
         d = self.discriminator
         return d.mapping(genes) if d.own_gene_code else self.gene_code(genes)
 
@@ -156,7 +169,9 @@ class GAN(nn.Module):
 
         Real (x, m), mismatched-mask (x, m_bar) and fake (G_x, G_m) tuples are concatenated along
         the batch; (x, m, g_bar) reuses the features of (x, m). Each tuple kind is normalised
-        with its own batch statistics (GroupedBatchNorm), so this equals separate passes.
+        with its own batch statistics (GroupedBatchNorm), so this equals separate passes. The
+        gene code stays live where the discriminator trains it (:meth:`discriminator_code`):
+        the total's gradient then reaches the generator's mapping too.
         """
         self._check_batch(batch, ("tumour", "mask", "genes", "mismatch_mask", "mismatch_genes"))
         x, m, g = batch["tumour"], batch["mask"], batch["genes"]
@@ -171,7 +186,9 @@ class GAN(nn.Module):
         real_is, mis_is, fake_is = d.score_image_mask(feats).chunk(3)
 
         f_real, f_mis, f_fake = feats.chunk(3)
-        code, code_bar = self.discriminator_code(torch.cat([g, g_bar])).detach().chunk(2)
+        code, code_bar = self.discriminator_code(torch.cat([g, g_bar])).chunk(2)
+        if not self.d_trains_code:
+            code, code_bar = code.detach(), code_bar.detach()
         real_isg, mis_mask_isg, mis_gene_isg, fake_isg = d.score_image_mask_gene(
             torch.cat([f_real, f_mis, f_real, f_fake]),
             torch.cat([code, code, code_bar, code]),
@@ -193,7 +210,8 @@ class GAN(nn.Module):
 
         The L1 compares G_x with the background slice G received, on the eroded inverse of G_m.
         G_m is detached there: otherwise G could shrink the L1 by claiming the whole slice as
-        tumour; the mask is shaped by the D_IS and D_ISG terms instead.
+        tumour; the mask is shaped by the D_IS and D_ISG terms instead. D_ISG reads the gene
+        code detached when the discriminator trains it (:meth:`discriminator_code`).
         ``g_background_l1`` is reported unweighted; ``total`` weighs it by lambda_background.
         """
         self._check_batch(batch, ("background", "genes"))
@@ -203,7 +221,8 @@ class GAN(nn.Module):
             fake_i = d.score_image(fake.image)
             feats = d.encode_image_mask(fake.image, fake.mask)
             fake_is = d.score_image_mask(feats)
-            fake_isg = d.score_image_mask_gene(feats, self.discriminator_code(batch["genes"]))
+            code = self.discriminator_code(batch["genes"])
+            fake_isg = d.score_image_mask_gene(feats, code.detach() if self.d_trains_code else code)
         weight = losses.eroded_background(fake.mask.detach(), self.erosion_px)
         out = {
             "g_image": losses.g_adversarial(fake_i),

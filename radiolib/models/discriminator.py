@@ -5,12 +5,10 @@
 * D_ISG: the D_IS bottleneck features joined with a gene code (replicated over the 4 x 4 grid)
   -> conv-BN-LReLU -> patch scores.
 
-The gene code of D_ISG is, as in the paper ("combined with gene code phi(g)") and in MC-GAN (its
-discriminator receives the generator's conditioning code), the GENERATOR's phi(g): detached in
-the discriminator step, live in the generator step, so the joint head's judgement of whether an
-image and mask fit a code shapes the code itself: that is what makes phi(g) a radiogenomic map.
-``own_gene_code=True`` gives the discriminator its own two-layer mapping of the raw genes
-instead (an ablation: the generator's code is then shaped only through the images it paints).
+The gene code of D_ISG is the paper's phi(g) ("combined with gene code phi(g)"), the
+GENERATOR's code; who trains it is the GAN's choice (``model.d_gene_code``, see
+:meth:`radiolib.models.GAN.discriminator_code`). ``own_gene_code=True`` gives the discriminator
+its own two-layer mapping of the raw genes instead (an ablation).
 
 Scores are (N, 1, 4, 4) patches (the least-squares losses average them). Every method takes
 ``groups``: the number of equal tuples concatenated along the batch, each normalised with its
