@@ -3,7 +3,7 @@
 Three profiles exist:
 
 * ``smoke``: the whole study in a few minutes on two CPU cores (tests and CI).
-* ``quick``: the default of ``make book``; about fifteen minutes on two CPU cores (32 px).
+* ``quick``: the default of ``make book``; about twelve minutes on two CPU cores (32 px).
 * ``paper``: the paper's scale (130 patients, 500 epochs), meant for a GPU.
 
 A profile is a tree of frozen dataclasses. ``get_profile("quick", {"train.steps": 50})``

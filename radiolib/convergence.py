@@ -23,6 +23,7 @@ from radiolib.config import Profile
 if TYPE_CHECKING:
     from radiolib.data.curated import CuratedCohort
     from radiolib.data.phantom import PhantomTruth
+    from radiolib.evaluation import SynthesisEvaluation
 
 # the numbers followed against steps: (section, measure) of the synthesis evaluation
 TRACKED = (
@@ -49,6 +50,34 @@ def _check_grid(steps: Sequence[int]) -> list[int]:
     return grid
 
 
+def _tracked(ev: SynthesisEvaluation, model: str, seed: int) -> dict[tuple[str, str], float]:
+    """One run's numbers of an evaluation, keyed (section, measure): its own seed's, not the
+    pooled ones; the joint head's AUC as ``auc_train`` / ``auc_test``; the finest weight map."""
+    from radiolib.metrics import PSNR_CAP_DB
+
+    res = ev.results
+    mine = res[(res.method == model) & (res.seed == str(seed))]
+    pooled = ev.per_pair[(ev.per_pair.method == model) & (ev.per_pair.seed == seed)]
+    values = {("table1", m): pooled[m].mean() for m in ("mse", "ssim")} | {
+        ("table1", "psnr"): np.minimum(pooled["psnr"], PSNR_CAP_DB).mean(),
+        ("background_kept", "mse"): pooled["bg_mse"].mean(),
+        ("background_kept", "ssim"): pooled["bg_ssim"].mean(),
+        ("mask", "area_px"): pooled["mask_px"].mean(),
+    }
+    for _, r in mine[
+        mine.section.isin(["realism", "gene_control", "gene_control_train"])
+    ].iterrows():
+        values[(r.section, r.measure)] = r.value
+    for _, r in mine[mine.section == "joint_head"].iterrows():
+        values[(r.section, f"{r.measure}_{r.level}")] = r.value
+    finest = [c for c in pooled.columns if c.startswith("w") and c.endswith("_inside")]
+    if finest:
+        level = max(finest, key=lambda c: int(c[1:].split("_")[0])).split("_")[0]
+        values[("weight_map", "inside_mean")] = pooled[f"{level}_inside"].mean()
+        values[("weight_map", "outside_mean")] = pooled[f"{level}_outside"].mean()
+    return values
+
+
 def convergence_study(
     cohort: CuratedCohort,
     cfg: Profile,
@@ -73,7 +102,6 @@ def convergence_study(
     """
     from radiolib.config import resolve_device
     from radiolib.evaluation import evaluate_synthesis
-    from radiolib.metrics import PSNR_CAP_DB
     from radiolib.radiogenomics import codes, ground_truth
     from radiolib.runs import load_generator
     from radiolib.train import build_for_cohort, train
@@ -93,27 +121,8 @@ def convergence_study(
                 train(gan, cohort, at, out, seed, device, progress=progress)
                 gans[(model, seed)] = load_generator(out, device)  # as the study reads it: EMA
         ev = evaluate_synthesis(cohort, at, gans, truth=truth, device=device)
-        res = ev.results
-        for (model, seed), _ in gans.items():
-            mine = res[(res.method == model) & (res.seed == str(seed))]
-            pooled = ev.per_pair[(ev.per_pair.method == model) & (ev.per_pair.seed == seed)]
-            values = {("table1", m): pooled[m].mean() for m in ("mse", "ssim")} | {
-                ("table1", "psnr"): np.minimum(pooled["psnr"], PSNR_CAP_DB).mean(),
-                ("background_kept", "mse"): pooled["bg_mse"].mean(),
-                ("background_kept", "ssim"): pooled["bg_ssim"].mean(),
-                ("mask", "area_px"): pooled["mask_px"].mean(),
-            }
-            for _, r in mine[
-                mine.section.isin(["realism", "gene_control", "gene_control_train"])
-            ].iterrows():
-                values[(r.section, r.measure)] = r.value
-            for _, r in mine[mine.section == "joint_head"].iterrows():
-                values[(r.section, f"{r.measure}_{r.level}")] = r.value
-            finest = [c for c in pooled.columns if c.startswith("w") and c.endswith("_inside")]
-            if finest:
-                level = max(finest, key=lambda c: int(c[1:].split("_")[0])).split("_")[0]
-                values[("weight_map", "inside_mean")] = pooled[f"{level}_inside"].mean()
-                values[("weight_map", "outside_mean")] = pooled[f"{level}_outside"].mean()
+        for model, seed in gans:
+            values = _tracked(ev, model, seed)
             if truth is not None:
                 subtypes = ground_truth.truth_table(truth, cohort.patients)["subtype"]
                 code = codes.gene_codes(gans[(model, seed)], cohort.genes)
