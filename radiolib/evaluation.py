@@ -26,8 +26,8 @@ The study therefore adds measures that answer one question each, on one footing:
 * mode collapse: :func:`radiolib.metrics.diversity` of synthetic tumours relative to real ones.
 
 :func:`table1` pools per-pair rows into means with bootstrap intervals over donors and training
-seeds, :func:`compare_with_paper` sets them beside the paper's numbers and :func:`verdicts` says
-where two methods differ beyond those intervals.
+seeds, :func:`compare_with_paper` sets them beside the paper's numbers and
+:func:`radiolib.claims.verdicts` says where two methods differ beyond those intervals.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import pandas as pd
 
 from radiolib.config import resolve_device
 from radiolib.data.curated import load_curated
-from radiolib.data.dataset import evaluation_pairs
+from radiolib.data.dataset import evaluation_pairs, patients_with_slices
 from radiolib.io import atomic_write, check_folder_path
 from radiolib.metrics import (
     PSNR_CAP_DB,
@@ -83,7 +83,6 @@ PAPER_TABLE1 = pd.DataFrame(
 )
 
 UNITS = ("donor_patient", "seed")  # what is independent in an evaluation: donors, training seeds
-LOWER_IS_BETTER = {"mse", "kid", "mmd2"}
 NO_GENES = ("inpainting", *ANCHORS)  # methods whose tumour does not come from the genes
 # measured trait on a slice -> the phantom's hidden trait it should follow
 TRAIT_TRUTH = {
@@ -221,34 +220,6 @@ def _ci_rows(section: str, table: pd.DataFrame, columns: Mapping[str, tuple[str,
         for col, (measure, level) in columns.items()
         if np.isfinite(r[col])
     ]
-
-
-def verdicts(results: pd.DataFrame, section: str, first: str, second: str) -> pd.DataFrame:
-    """Which of two methods does better on each measure of ``section``, and whether the data
-    can tell: ``first better`` / ``second better`` only when their pooled 95 % intervals
-    (``seed == "all"`` rows of :func:`evaluate_synthesis` results) do not overlap, else
-    ``not resolved``. Lower is better for MSE-like measures, higher for the rest.
-    Returns index ``measure`` with both values and the verdict."""
-    part = results[(results.section == section) & (results.seed == "all")]
-    if part.empty:
-        raise ValueError(f"no pooled rows in section {section!r}")
-    rows = {}
-    for measure, group in part.groupby("measure", sort=False):
-        by = group.set_index("method")
-        if first not in by.index or second not in by.index:
-            continue
-        a, b = by.loc[first], by.loc[second]
-        low = measure in LOWER_IS_BETTER
-        if (a.high < b.low) if low else (a.low > b.high):
-            verdict = f"{first} better"
-        elif (b.high < a.low) if low else (b.low > a.high):
-            verdict = f"{second} better"
-        else:
-            verdict = "not resolved"
-        rows[measure] = {first: a.value, second: b.value, "verdict": verdict}
-    out = pd.DataFrame.from_dict(rows, orient="index")
-    out.index.name = "measure"
-    return out
 
 
 # --------------------------------------------------------------------------- the whole evaluation
@@ -510,14 +481,17 @@ def _joint_head_rows(
     cohort: CuratedCohort, cfg: Profile, gans: Mapping[tuple[str, int], GAN]
 ) -> list[dict]:
     """Section ``joint_head``: :func:`~radiolib.pairs.joint_head_auc` per GAN with a joint head
-    and seed, on training (``level`` train) and held-out (``level`` test) slices."""
-    return [
-        _row("joint_head", method, seed, "auc", auc, n=cfg.evaluation.pairs, level=split)
-        for (method, seed), gan in gans.items()
-        if getattr(gan.discriminator, "conditional", False)
-        for split in ("train", "test")
-        for auc in [joint_head_auc(gan, cohort, split, cfg.evaluation.pairs, cfg.curation.seed)]
-    ]
+    and seed, on training (``level`` train) and held-out (``level`` test) slices; a split with
+    fewer than two patients with slices (no mismatched pair) is left out."""
+    splits = [s for s in ("train", "test") if len(patients_with_slices(cohort, s)) >= 2]
+    rows = []
+    for (method, seed), gan in gans.items():
+        if not getattr(gan.discriminator, "conditional", False):
+            continue
+        for split in splits:
+            auc, n = joint_head_auc(gan, cohort, split, cfg.evaluation.pairs, cfg.curation.seed)
+            rows.append(_row("joint_head", method, seed, "auc", auc, n=n, level=split))
+    return rows
 
 
 def _subtype_rows(

@@ -290,14 +290,20 @@ def evaluate_pairs(
     return pd.concat([pd.DataFrame(rows), mechanism], axis=1)
 
 
-def joint_head_auc(gan: GAN, cohort: CuratedCohort, split: str, n: int, seed: int) -> float:
+def joint_head_auc(
+    gan: GAN, cohort: CuratedCohort, split: str, n: int, seed: int
+) -> tuple[float, int]:
     """How well the trained D_ISG tells a real slice's own genes from another patient's.
 
-    ``n`` slices of ``split`` (:class:`radiolib.data.dataset.PairedSlices` with ``seed``), each
-    scored with its patient's gene code and with a mismatched patient's (the patch scores'
-    mean), in eval mode; returns the AUC of matched over mismatched (0.5: the head cannot tell
-    them apart). A measure of the mechanism, not of the syntheses: on the training split it
-    shows what the discriminator learned, on the held-out split whether that generalises.
+    Up to ``n`` slices of ``split`` (:class:`radiolib.data.dataset.PairedSlices` with
+    ``seed``), each scored with its patient's gene code and with a mismatched patient's (the
+    patch scores' mean), in eval mode; returns (the AUC of matched over mismatched, 0.5 when the
+    head cannot tell them apart; the number of slices scored). A measure of the mechanism, not
+    of the syntheses: on the training split it shows what the discriminator learned, on the
+    held-out split whether that generalises. The code is the one ``gan`` carries: with a
+    generator EMA (``runs.load_generator``), the averaged code against a head trained on the
+    live one. A split with fewer than two patients with slices raises
+    :class:`radiolib.errors.CohortError` (a mismatched pair needs another patient).
     """
     from sklearn.metrics import roc_auc_score
 
@@ -321,4 +327,4 @@ def joint_head_auc(gan: GAN, cohort: CuratedCohort, split: str, n: int, seed: in
             for g in (batch["genes"], mismatched)
         ]
     labels = np.r_[np.ones(len(items)), np.zeros(len(items))]
-    return float(roc_auc_score(labels, np.concatenate(scores)))
+    return float(roc_auc_score(labels, np.concatenate(scores))), len(items)

@@ -438,27 +438,3 @@ def test_mechanism_per_pair_reads_maps_inside_and_outside_the_mask():
     assert out.loc[0, "w16_outside"] == pytest.approx(0.1)
     assert np.isnan(out.loc[1, "w16_inside"]) and out.loc[1, "w16_outside"] == pytest.approx(0.3)
     assert out.loc[0, "w8_inside"] == pytest.approx(0.5)
-
-
-def test_verdicts_only_when_intervals_are_apart():
-    rows = [
-        ("table1", "a", "mse", 0.01, 0.008, 0.012),
-        ("table1", "b", "mse", 0.03, 0.02, 0.04),
-        ("table1", "a", "ssim", 0.70, 0.6, 0.8),
-        ("table1", "b", "ssim", 0.75, 0.7, 0.8),
-        ("table1", "a", "psnr", 18.0, 17.0, 19.0),
-        ("table1", "b", "psnr", 22.0, 21.0, 23.0),
-    ]
-    results = pd.DataFrame(
-        [
-            {"section": s, "method": m, "seed": "all", "measure": k, "value": v, "low": lo}
-            | {"high": hi}
-            for s, m, k, v, lo, hi in rows
-        ]
-    )
-    v = E.verdicts(results, "table1", "a", "b")["verdict"]
-    assert v["mse"] == "a better"  # lower MSE, intervals apart
-    assert v["ssim"] == "not resolved"
-    assert v["psnr"] == "b better"
-    with pytest.raises(ValueError, match="no pooled rows"):
-        E.verdicts(results, "realism", "a", "b")

@@ -204,8 +204,14 @@ def test_who_shapes_the_generators_code_in_each_joint_head_mode(name):
         modes[mode] = _code_gradients(gan, batch)
     # MC-GAN: the D step never moves the code; the G step moves it through D_ISG directly
     assert modes["generator"] == (False, True, True)
-    # own: D_ISG reads the discriminator's mapping; the code is shaped only by the painting
+    # own: D_ISG reads the discriminator's mapping, which the D step trains; the generator's
+    # code is shaped only by the painting
     assert modes["own"] == (False, False, True)
+    torch.manual_seed(0)
+    own = build_gan(name, GENES, 32, ModelConfig(**{**TINY.__dict__, "d_gene_code": "own"}))
+    fake = own.generate(batch)
+    own.discriminator_losses(batch, fake.detach())["total"].backward()
+    assert own.discriminator.mapping.fc1.weight.grad.abs().sum() > 0
     # shared: the D step trains the code to tell matched from mismatched genes; the G step
     # cannot fool D_ISG by moving the code, only by what it paints
     assert modes["shared"] == (True, False, True)
@@ -224,7 +230,7 @@ def test_variants_change_only_their_options():
             assert gan.generator.mask_source == changes["mask_source"]
         if "d_gene_code" in changes:
             assert gan.discriminator.own_gene_code == (changes["d_gene_code"] == "own")
-            assert gan.d_trains_code == (changes["d_gene_code"] == "shared")
+            assert gan.d_trains_code == (changes["d_gene_code"] in ("shared", "own"))
     with pytest.raises(ValueError, match="proposed-paper"):
         build_gan("nosuch", GENES, 32, TINY)
 

@@ -643,6 +643,7 @@ def test_joint_head_auc_scores_own_genes_against_another_patients(cohort):
     own = np.array([ds[int(i)]["genes"][0].item() for i in rows])
     other = np.array([ds[int(i)]["mismatch_genes"][0].item() for i in rows])
     by_hand = np.mean((own[:, None] > other[None]) + 0.5 * (own[:, None] == other[None]))
-    assert joint_head_auc(gan, cohort, "train", 10, seed=3) == pytest.approx(by_hand)
+    auc, n = joint_head_auc(gan, cohort, "train", 10, seed=3)
+    assert auc == pytest.approx(by_hand) and n == 10
     gan.discriminator.score_image_mask_gene = lambda feats, code: torch.zeros(len(code), 1, 4, 4)
-    assert joint_head_auc(gan, cohort, "test", 10, seed=3) == 0.5
+    assert joint_head_auc(gan, cohort, "test", 10, seed=3) == (0.5, 6)  # 2 patients x 3 slices

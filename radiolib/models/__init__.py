@@ -102,7 +102,9 @@ class GAN(nn.Module):
         self.noise_dim = int(cfg.noise_dim)
         self.lambda_background = float(cfg.lambda_background)
         self.erosion_px = int(cfg.erosion_px)
-        self.d_trains_code = cfg.d_gene_code == "shared" and hasattr(generator, "mapping")
+        # whether the discriminator's step trains the code D_ISG reads ("shared": the
+        # generator's; "own": its own mapping), see discriminator_code
+        self.d_trains_code = cfg.d_gene_code in ("shared", "own")
 
     # -- shapes ---------------------------------------------------------------------------
     def _check_image(self, x: Tensor, name: str) -> None:
@@ -129,16 +131,17 @@ class GAN(nn.Module):
         """The gene code D_ISG reads (``model.d_gene_code``):
 
         * ``"shared"`` (the study's): the generator's phi(g), live in the discriminator's step,
-          so the loss that tells matched from mismatched genes trains the code (the trainer
-          applies that gradient in the generator's step), and detached in the generator's
-          adversarial D_ISG term, so the generator satisfies D_ISG only by what it paints.
+          so the whole L_DISG (real, mismatched-mask, mismatched-gene and fake terms) trains the
+          code, chiefly to tell matched from mismatched genes (the trainer applies that gradient
+          in the generator's step), and detached in the generator's adversarial D_ISG term, so
+          the generator satisfies D_ISG only by what it paints.
           MC-GAN's text code sits on an embedding pretrained to match images and text; here no
           gene embedding exists beforehand, and the discriminator's matching loss is what
           trains one, end to end (book/method.md has the measurements).
         * ``"generator"`` (MC-GAN's trainer): the generator's phi(g) detached in the
           discriminator's step and live in the generator's step;
-        * ``"own"``: the discriminator's own mapping (the generator's code is then shaped only
-          through the images it paints).
+        * ``"own"``: the discriminator's own mapping, trained by the discriminator's step (the
+          generator's code is then shaped only through the images it paints).
         """
         d = self.discriminator
         return d.mapping(genes) if d.own_gene_code else self.gene_code(genes)
