@@ -73,6 +73,9 @@ class ModelConfig:
     gate_bias: float = -2.0  # the gate's starting logit (background side)
     adain_input: str = "object"  # "object": AdaIN(o), gate once | "gated": AdaIN(a * o)
     mask_source: str = "map"  # "map": G_m is the finest weight map | "head": its own output
+    # with mask_source "head": weight of an L1 that pulls the finest weight map onto the
+    # (detached) predicted mask, so the map separates while the mask keeps its own output
+    lambda_map_to_mask: float = 0.0
     # the gene code D_ISG reads: "shared": the generator's phi(g), trained by the discriminator's
     # step too (to tell matched from mismatched genes) | "generator": the generator's phi(g),
     # detached in the D step (MC-GAN's trainer) | "own": a mapping of the discriminator's own
@@ -100,6 +103,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "proposed-own-code": ("proposed", {"d_gene_code": "own"}),
     # the mask from a head of its own, the weight map left free (the paper's auxiliary output)
     "proposed-mask-head": ("proposed", {"mask_source": "head"}),
+    # the mask from a head of its own, the finest weight map pulled onto it by an L1
+    "proposed-map-follows-mask": (
+        "proposed",
+        {"mask_source": "head", "lambda_map_to_mask": 10.0},
+    ),
 }
 
 
@@ -357,6 +365,7 @@ _MINIMUM: dict[str, float] = {
     "model.g_channels": 1,
     "model.d_channels": 1,
     "model.lambda_background": 0,
+    "model.lambda_map_to_mask": 0,
     "model.erosion_px": 0,
     "model.lambda_inpaint_l1": 0,
     "model.inpaint_margin": 1,
@@ -459,6 +468,11 @@ def _validate(profile: Profile) -> None:
     ):
         if value not in choices:
             problems.append(f"model.{name} must be one of {', '.join(choices)} (got {value!r})")
+    if m.lambda_map_to_mask > 0 and m.mask_source != "head":
+        problems.append(
+            "model.lambda_map_to_mask needs model.mask_source = 'head' "
+            f"(with {m.mask_source!r} the mask is the map; got {m.lambda_map_to_mask})"
+        )
     unknown = [v for v in profile.evaluation.variants if v not in VARIANTS]
     if unknown:
         problems.append(f"evaluation.variants: unknown {unknown}; choose from {list(VARIANTS)}")

@@ -78,11 +78,19 @@ def test_override_errors_name_the_parameter():
         ("evaluation.pairs", "1", ">= 2"),
         ("evaluation.map_steps", "0", ">= 1"),
         ("phantom.matrix", "32", ">= 64"),
+        ("model.lambda_map_to_mask", "-1", ">= 0"),
     ],
 )
 def test_every_count_and_interval_is_checked(name, value, problem):
     with pytest.raises(ValueError, match=rf"{re.escape(name)} must be {re.escape(problem)}"):
         get_profile("smoke", {name: value})
+
+
+def test_map_to_mask_l1_needs_a_mask_head():
+    with pytest.raises(ValueError, match="lambda_map_to_mask needs model.mask_source = 'head'"):
+        get_profile("smoke", {"model.lambda_map_to_mask": "10"})
+    both = {"model.lambda_map_to_mask": "10", "model.mask_source": "head"}
+    assert get_profile("smoke", both).model.lambda_map_to_mask == 10.0
 
 
 def test_unknown_profile_in_the_environment_is_named(monkeypatch, capsys):

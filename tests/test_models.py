@@ -227,7 +227,9 @@ def test_variants_change_only_their_options():
         assert type(gan) is type(plain)
         if "weight_map" in changes:
             assert gan.generator.fusion[0].weight_map == changes["weight_map"]
+        if "mask_source" in changes:
             assert gan.generator.mask_source == changes["mask_source"]
+        assert gan.lambda_map_to_mask == changes.get("lambda_map_to_mask", 0.0)
         if "d_gene_code" in changes:
             assert gan.discriminator.own_gene_code == (changes["d_gene_code"] == "own")
             assert gan.d_trains_code == (changes["d_gene_code"] in ("shared", "own"))
@@ -351,6 +353,28 @@ def test_discriminator_uses_mismatched_genes_and_masks():
     changed = gan.discriminator_losses(other_mask, fake)
     assert changed["d_image"] == base["d_image"]
     assert changed["d_image_mask"] != base["d_image_mask"]
+
+
+def test_map_to_mask_l1_moves_the_map_towards_the_mask_and_leaves_the_mask_alone():
+    batch = make_batch(32)
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{**TINY.__dict__, "mask_source": "head", "lambda_map_to_mask": 10.0})
+    gan = build_gan("proposed", GENES, 32, cfg)
+    fake = gan.generate(batch)
+    out = gan.generator_losses(batch, fake)
+    by_hand = (fake.weight_maps[-1] - fake.mask).abs().mean()
+    assert out["g_map_to_mask"].item() == pytest.approx(by_hand.item())
+    rest = out["g_image"] + out["g_image_mask"] + out["g_image_mask_gene"]
+    rest = rest + cfg.lambda_background * out["g_background_l1"]
+    assert out["total"].item() == pytest.approx((rest + 10.0 * by_hand).item(), rel=1e-5)
+    # its gradient reaches the finest gate, not the mask: G_m is detached there
+    head, gate = gan.generator.head.weight, gan.generator.fusion[-1].gate.weight
+    g_head, g_gate = torch.autograd.grad(out["g_map_to_mask"], [head, gate], allow_unused=True)
+    assert g_gate.abs().sum() > 0
+    assert g_head is None
+    # without the option the term is absent (the plain proposed GAN and the mask head alone)
+    head_only = build_gan("proposed-mask-head", GENES, 32, TINY)
+    assert "g_map_to_mask" not in head_only.generator_losses(batch, head_only.generate(batch))
 
 
 def test_background_l1_compares_with_the_background_input():

@@ -102,6 +102,9 @@ class GAN(nn.Module):
         self.noise_dim = int(cfg.noise_dim)
         self.lambda_background = float(cfg.lambda_background)
         self.erosion_px = int(cfg.erosion_px)
+        # the L1 of the finest weight map to the predicted mask (the proposed GAN's option;
+        # a subclass sets it, see generator_losses)
+        self.lambda_map_to_mask = 0.0
         # whether the discriminator's step trains the code D_ISG reads ("shared": the
         # generator's; "own": its own mapping), see discriminator_code
         self.d_trains_code = cfg.d_gene_code in ("shared", "own")
@@ -216,6 +219,9 @@ class GAN(nn.Module):
         tumour; the mask is shaped by the D_IS and D_ISG terms instead. D_ISG reads the gene
         code detached when the discriminator trains it (:meth:`discriminator_code`).
         ``g_background_l1`` is reported unweighted; ``total`` weighs it by lambda_background.
+        With ``lambda_map_to_mask > 0`` (the proposed GAN with a mask head of its own),
+        ``g_map_to_mask``, the mean |finest weight map - G_m| with G_m detached (the map follows
+        the mask, the mask is shaped by the discriminators), is added with that weight.
         """
         self._check_batch(batch, ("background", "genes"))
         self._check_image(fake.image, "fake.image")
@@ -239,6 +245,10 @@ class GAN(nn.Module):
             + out["g_image_mask_gene"]
             + self.lambda_background * out["g_background_l1"]
         )
+        if self.lambda_map_to_mask > 0:
+            finest = fake.weight_maps[-1]
+            out["g_map_to_mask"] = (finest - fake.mask.detach()).abs().mean()
+            out["total"] = out["total"] + self.lambda_map_to_mask * out["g_map_to_mask"]
         return out
 
 

@@ -8,7 +8,8 @@ every level 4 ... S a FusionBlock blends the (upsampled) synthesis features with
 features there, the object part styled by w through AdaIN. Output: the image (tanh) and the
 tumour mask G_m, either the finest weight map itself (``mask_source="map"``: the auxiliary mask
 output and the map that separates object from background are one thing, so the discriminators
-that judge the mask also shape the separation) or a separate sigmoid head (``"head"``).
+that judge the mask also shape the separation) or a separate sigmoid head (``"head"``); with a
+head, ``lambda_map_to_mask`` can pull the finest map onto the predicted mask in the loss.
 """
 
 from __future__ import annotations
@@ -129,3 +130,4 @@ class ProposedGAN(GAN):
         )
         discriminator = conditional_discriminator(image_size, n_genes, cfg)
         super().__init__(generator, discriminator, n_genes, image_size, cfg)
+        self.lambda_map_to_mask = float(cfg.lambda_map_to_mask)
