@@ -71,11 +71,13 @@ class ModelConfig:
     # are the paper read literally, the defaults what the study measured to work (book/method.md)
     weight_map: str = "gate"  # "gate": own 1x1 conv, no batch norm | "paper": sigmoid(mean(BN))
     gate_bias: float = -2.0  # the gate's starting logit (background side)
-    adain_input: str = "object"  # "object": AdaIN(o), gate once | "gated": AdaIN(a * o)
-    mask_source: str = "map"  # "map": G_m is the finest weight map | "head": its own output
+    # "weighted": AdaIN(o) with statistics over the region the map opens, gate once |
+    # "object": AdaIN(o) over the whole plane, gate once | "gated": AdaIN(a * o)
+    adain_input: str = "weighted"
+    mask_source: str = "head"  # "head": G_m is an output of its own | "map": the finest map
     # with mask_source "head": weight of an L1 that pulls the finest weight map onto the
     # (detached) predicted mask, so the map separates while the mask keeps its own output
-    lambda_map_to_mask: float = 0.0
+    lambda_map_to_mask: float = 10.0
     # the gene code D_ISG reads: "shared": the generator's phi(g), trained by the discriminator's
     # step too (to tell matched from mismatched genes) | "generator": the generator's phi(g),
     # detached in the D step (MC-GAN's trainer) | "own": a mapping of the discriminator's own
@@ -94,6 +96,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
             "weight_map": "paper",
             "adain_input": "gated",
             "mask_source": "head",
+            "lambda_map_to_mask": 0.0,
             "d_gene_code": "generator",
         },
     ),
@@ -101,12 +104,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # code of the discriminator's own
     "proposed-mcgan-code": ("proposed", {"d_gene_code": "generator"}),
     "proposed-own-code": ("proposed", {"d_gene_code": "own"}),
-    # the mask from a head of its own, the weight map left free (the paper's auxiliary output)
-    "proposed-mask-head": ("proposed", {"mask_source": "head"}),
-    # the mask from a head of its own, the finest weight map pulled onto it by an L1
-    "proposed-map-follows-mask": (
+    # AdaIN's statistics over the whole object plane, not the region the map opens
+    "proposed-object-adain": ("proposed", {"adain_input": "object"}),
+    # the mask is the finest weight map itself (so the discriminators that judge the mask shape
+    # the map), with AdaIN over the whole object plane
+    "proposed-mask-is-map": (
         "proposed",
-        {"mask_source": "head", "lambda_map_to_mask": 10.0},
+        {"mask_source": "map", "lambda_map_to_mask": 0.0, "adain_input": "object"},
     ),
 }
 
@@ -462,8 +466,8 @@ def _validate(profile: Profile) -> None:
     m = profile.model
     for name, value, choices in (
         ("weight_map", m.weight_map, ("gate", "paper")),
-        ("adain_input", m.adain_input, ("object", "gated")),
-        ("mask_source", m.mask_source, ("map", "head")),
+        ("adain_input", m.adain_input, ("weighted", "object", "gated")),
+        ("mask_source", m.mask_source, ("head", "map")),
         ("d_gene_code", m.d_gene_code, ("generator", "own", "shared")),
     ):
         if value not in choices:

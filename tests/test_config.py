@@ -88,9 +88,9 @@ def test_every_count_and_interval_is_checked(name, value, problem):
 
 def test_map_to_mask_l1_needs_a_mask_head():
     with pytest.raises(ValueError, match="lambda_map_to_mask needs model.mask_source = 'head'"):
-        get_profile("smoke", {"model.lambda_map_to_mask": "10"})
-    both = {"model.lambda_map_to_mask": "10", "model.mask_source": "head"}
-    assert get_profile("smoke", both).model.lambda_map_to_mask == 10.0
+        get_profile("smoke", {"model.mask_source": "map"})
+    mask_is_map = {"model.lambda_map_to_mask": "0", "model.mask_source": "map"}
+    assert get_profile("smoke", mask_is_map).model.mask_source == "map"
 
 
 def test_unknown_profile_in_the_environment_is_named(monkeypatch, capsys):

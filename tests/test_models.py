@@ -84,6 +84,27 @@ def test_adain_output_statistics_equal_style_scale_and_bias():
     torch.testing.assert_close(out.std(dim=(2, 3), unbiased=False), scale.abs(), atol=1e-3, rtol=0)
 
 
+def test_adain_over_a_region_gives_that_region_the_style_whatever_its_area():
+    torch.manual_seed(0)
+    adain = AdaIN(3, 5)
+    x = torch.randn(2, 3, 8, 8) * 4 + 7
+    w = torch.randn(2, 5) * 10
+    scale, bias = adain.style(w)
+    for side in (2, 6):
+        region = torch.zeros(2, 1, 8, 8)
+        region[..., :side, :side] = 1
+        region[..., side:, side:] = 0.01  # a soft map is not quite shut outside
+        out = adain(x, w, region=region)
+        mean = (region * out).sum((2, 3)) / region.sum((2, 3))
+        var = (region * (out - mean[..., None, None]) ** 2).sum((2, 3)) / region.sum((2, 3))
+        torch.testing.assert_close(mean, bias, atol=1e-4, rtol=0)
+        torch.testing.assert_close(var.sqrt(), scale.abs(), atol=1e-3, rtol=0)
+    # a uniform region is the plain instance statistics
+    torch.testing.assert_close(adain(x, w, region=torch.ones(2, 1, 8, 8)), adain(x, w))
+    with pytest.raises(ValueError, match="AdaIN region"):
+        adain(x, w, region=torch.ones(2, 1, 4, 4))
+
+
 def fusion_inputs(block: FusionBlock, s: int = 8):
     g = torch.Generator().manual_seed(1)
     prev = torch.randn(2, block.in_channels, s, s, generator=g)
@@ -147,6 +168,23 @@ def test_adain_on_the_object_decouples_nodule_intensity_from_its_area():
         assert same is not coupled, mode
 
 
+def test_weighted_adain_gives_the_opened_region_the_styles_mean_whatever_its_area():
+    """With ``adain_input="weighted"`` the nodule (where the map is 1) gets the style's bias as
+    its mean feature, for a small and a large nodule alike; with AdaIN over the whole plane
+    ("object") its mean depends on where it sits in the plane's statistics."""
+    torch.manual_seed(0)
+    prev, bg, w = fusion_inputs(FusionBlock(8, 4, 6))
+    for mode, follows_style in (("weighted", True), ("object", False)):
+        block = FusionBlock(8, 4, 6, adain_input=mode).eval()
+        _, bias = block.adain.style(w)
+        for lo, hi in ((3, 5), (1, 7)):
+            region = torch.zeros(2, 1, 8, 8)
+            region[..., lo:hi, lo:hi] = 1
+            out, _ = block(prev, bg, w, weight=region)
+            inside_mean = out[..., lo:hi, lo:hi].mean(dim=(2, 3))
+            assert torch.allclose(inside_mean, bias, atol=1e-4) is follows_style, (mode, lo)
+
+
 def test_fusion_block_rejects_unknown_options():
     with pytest.raises(ValueError, match="weight_map"):
         FusionBlock(8, 4, 6, weight_map="mean")
@@ -161,17 +199,16 @@ def test_fusion_block_rejects_mismatched_background():
         block(prev, bg[:, :3], w)
 
 
-def test_proposed_mask_is_the_finest_map_or_its_own_head():
+def test_proposed_mask_is_its_own_head_or_the_finest_map():
     batch = make_batch(32)
     torch.manual_seed(0)
-    by_map = build_gan("proposed", GENES, 32, TINY).generate(batch)
-    assert by_map.mask is by_map.weight_maps[-1]
-    assert [m.shape[-1] for m in by_map.weight_maps] == [4, 8, 16, 32]
-    torch.manual_seed(0)
-    cfg = ModelConfig(**{**TINY.__dict__, "mask_source": "head"})
-    by_head = build_gan("proposed", GENES, 32, cfg).generate(batch)
+    by_head = build_gan("proposed", GENES, 32, TINY).generate(batch)
     assert by_head.mask is not by_head.weight_maps[-1]
     assert by_head.mask.shape == (4, 1, 32, 32)
+    assert [m.shape[-1] for m in by_head.weight_maps] == [4, 8, 16, 32]
+    torch.manual_seed(0)
+    by_map = build_gan("proposed-mask-is-map", GENES, 32, TINY).generate(batch)
+    assert by_map.mask is by_map.weight_maps[-1]
 
 
 def _code_gradients(gan, batch) -> tuple[bool, bool, bool]:
@@ -229,7 +266,10 @@ def test_variants_change_only_their_options():
             assert gan.generator.fusion[0].weight_map == changes["weight_map"]
         if "mask_source" in changes:
             assert gan.generator.mask_source == changes["mask_source"]
-        assert gan.lambda_map_to_mask == changes.get("lambda_map_to_mask", 0.0)
+        if "adain_input" in changes:
+            assert gan.generator.fusion[0].adain_input == changes["adain_input"]
+        expected = changes.get("lambda_map_to_mask", TINY.lambda_map_to_mask)
+        assert gan.lambda_map_to_mask == expected
         if "d_gene_code" in changes:
             assert gan.discriminator.own_gene_code == (changes["d_gene_code"] == "own")
             assert gan.d_trains_code == (changes["d_gene_code"] in ("shared", "own"))
@@ -358,7 +398,7 @@ def test_discriminator_uses_mismatched_genes_and_masks():
 def test_map_to_mask_l1_moves_the_map_towards_the_mask_and_leaves_the_mask_alone():
     batch = make_batch(32)
     torch.manual_seed(0)
-    cfg = ModelConfig(**{**TINY.__dict__, "mask_source": "head", "lambda_map_to_mask": 10.0})
+    cfg = ModelConfig(**{**TINY.__dict__, "lambda_map_to_mask": 10.0})
     gan = build_gan("proposed", GENES, 32, cfg)
     fake = gan.generate(batch)
     out = gan.generator_losses(batch, fake)
@@ -372,18 +412,21 @@ def test_map_to_mask_l1_moves_the_map_towards_the_mask_and_leaves_the_mask_alone
     g_head, g_gate = torch.autograd.grad(out["g_map_to_mask"], [head, gate], allow_unused=True)
     assert g_gate.abs().sum() > 0
     assert g_head is None
-    # without the option the term is absent (the plain proposed GAN and the mask head alone)
-    head_only = build_gan("proposed-mask-head", GENES, 32, TINY)
-    assert "g_map_to_mask" not in head_only.generator_losses(batch, head_only.generate(batch))
+    with pytest.raises(ValueError, match="weight maps"):
+        gan.generator_losses(batch, Synthesis(fake.image, fake.mask, []))
+    # without it the term is absent
+    free_cfg = ModelConfig(**{**TINY.__dict__, "lambda_map_to_mask": 0})
+    free = build_gan("proposed", GENES, 32, free_cfg)
+    assert "g_map_to_mask" not in free.generator_losses(batch, free.generate(batch))
 
 
 def test_background_l1_compares_with_the_background_input():
     gan = tiny_gan("proposed", 32)
     batch = make_batch(32)
     fake = gan.generate(batch)
-    perfect = Synthesis(batch["background"], torch.zeros_like(fake.mask), [])
+    perfect = Synthesis(batch["background"], torch.zeros_like(fake.mask), fake.weight_maps)
     assert gan.generator_losses(batch, perfect)["g_background_l1"].item() == 0.0
-    shifted = Synthesis(batch["background"] + 0.5, torch.zeros_like(fake.mask), [])
+    shifted = Synthesis(batch["background"] + 0.5, torch.zeros_like(fake.mask), fake.weight_maps)
     l1 = gan.generator_losses(batch, shifted)["g_background_l1"].item()
     assert l1 == pytest.approx(0.5)
 

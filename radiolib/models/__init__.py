@@ -246,6 +246,8 @@ class GAN(nn.Module):
             + self.lambda_background * out["g_background_l1"]
         )
         if self.lambda_map_to_mask > 0:
+            if not fake.weight_maps:
+                raise ValueError("lambda_map_to_mask > 0 needs the synthesis' weight maps (none)")
             finest = fake.weight_maps[-1]
             out["g_map_to_mask"] = (finest - fake.mask.detach()).abs().mean()
             out["total"] = out["total"] + self.lambda_map_to_mask * out["g_map_to_mask"]

@@ -157,11 +157,20 @@ class AdaIN(nn.Module):
         gamma, beta = self.affine(w).chunk(2, dim=1)
         return 1.0 + gamma, beta
 
-    def forward(self, x: Tensor, w: Tensor) -> Tensor:
+    def forward(self, x: Tensor, w: Tensor, region: Tensor | None = None) -> Tensor:
+        """``region`` (B, 1, H, W) >= 0, optional: take the mean and variance over the plane
+        weighted by it (the statistics of the region it marks), not over the whole plane."""
         check_shape(x, (None, self.channels, None, None), "AdaIN input")
         scale, bias = self.style(w)
         xf = x.float()
-        var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, correction=0)
+        if region is None:
+            var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, correction=0)
+        else:
+            check_shape(region, (x.shape[0], 1, x.shape[2], x.shape[3]), "AdaIN region")
+            r = region.float()
+            total = r.sum(dim=(2, 3), keepdim=True) + self.eps
+            mean = (r * xf).sum(dim=(2, 3), keepdim=True) / total
+            var = (r * (xf - mean) ** 2).sum(dim=(2, 3), keepdim=True) / total
         normed = ((xf - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)
         return normed * scale[:, :, None, None].to(x.dtype) + bias[:, :, None, None].to(x.dtype)
 
@@ -185,7 +194,7 @@ def doubling_body(
 
 
 WEIGHT_MAPS = ("gate", "paper")
-ADAIN_INPUTS = ("object", "gated")
+ADAIN_INPUTS = ("weighted", "object", "gated")
 
 
 class FusionBlock(nn.Module):
@@ -215,8 +224,10 @@ class FusionBlock(nn.Module):
     ``adain_input``: ``"gated"`` normalises ``a * o`` as the paper writes ("passing mainly
     nodule features to be normalised by gene code"); its statistics then scale with the area the
     map opens (a small nodule's features are amplified like 1 / sqrt(area), coupling intensity
-    to size). ``"object"`` normalises ``o`` itself and gates once, after the style: the style
-    sets the nodule's appearance whatever its size. The second convolution is 1 x 1 (a
+    to size). ``"object"`` normalises ``o`` itself over the whole plane and gates once, after
+    the style. ``"weighted"`` normalises ``o`` with its mean and variance weighted by ``a``
+    (the statistics of the region the map opens, whatever its area) and gates once: the style's
+    bias and scale become the nodule's own mean and spread. The second convolution is 1 x 1 (a
     per-pixel split into map and object): the 3 x 3 first convolution already mixes space.
     """
 
@@ -227,7 +238,7 @@ class FusionBlock(nn.Module):
         style_dim: int,
         kernel2: int = 1,
         weight_map: str = "gate",
-        adain_input: str = "object",
+        adain_input: str = "weighted",
         gate_bias: float = -2.0,
     ):
         super().__init__()
@@ -282,7 +293,10 @@ class FusionBlock(nn.Module):
         if weight is not None:
             check_shape(weight, (prev.shape[0], 1, s, s), "fusion weight")
             a = weight.to(obj.dtype)
-        styled = self.adain(a * obj if self.adain_input == "gated" else obj, w)
+        if self.adain_input == "gated":
+            styled = self.adain(a * obj, w)
+        else:
+            styled = self.adain(obj, w, region=a if self.adain_input == "weighted" else None)
         return a * styled + (1.0 - a) * background, a
 
 

@@ -6,10 +6,10 @@ paper: "phi(g) is further concatenated with a noise vector n to be used as the b
 a convolutional encoder of the background slice keeps features at every level (S ... 4 x 4); at
 every level 4 ... S a FusionBlock blends the (upsampled) synthesis features with the background
 features there, the object part styled by w through AdaIN. Output: the image (tanh) and the
-tumour mask G_m, either the finest weight map itself (``mask_source="map"``: the auxiliary mask
-output and the map that separates object from background are one thing, so the discriminators
-that judge the mask also shape the separation) or a separate sigmoid head (``"head"``); with a
-head, ``lambda_map_to_mask`` can pull the finest map onto the predicted mask in the loss.
+tumour mask G_m, either a separate sigmoid head (``mask_source="head"``, the paper's auxiliary
+output; ``lambda_map_to_mask`` then pulls the finest map onto it in the loss) or the finest
+weight map itself (``"map"``: the mask and the map that separates object from background are
+one thing, so the discriminators that judge the mask also shape the separation).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from radiolib.models.blocks import (
 )
 from radiolib.models.discriminator import conditional_discriminator
 
-MASK_SOURCES = ("map", "head")
+MASK_SOURCES = ("head", "map")
 
 
 class ProposedGenerator(nn.Module):
@@ -49,9 +49,9 @@ class ProposedGenerator(nn.Module):
         gene_hidden: int,
         noise_dim: int,
         weight_map: str = "gate",
-        adain_input: str = "object",
+        adain_input: str = "weighted",
         gate_bias: float = -2.0,
-        mask_source: str = "map",
+        mask_source: str = "head",
     ):
         super().__init__()
         if mask_source not in MASK_SOURCES:
