@@ -208,7 +208,10 @@ class FusionBlock(nn.Module):
     the first half becomes the weight map ``a`` (B, 1, s, s), the second half the object
     features ``o``. Then
 
-        out = a * AdaIN(x, w) + (1 - a) * background,   x = o ("object") or a * o ("gated")
+        out = a * AdaIN(x, w) + (1 - a) * background,   x = o or a * o ("gated")
+
+    (with x = o, AdaIN's statistics are weighted by ``a`` ("weighted") or taken over the whole
+    plane ("object")),
 
     so ``a = 0`` returns the background features exactly. ``weight_map`` says how the first half
     becomes ``a``:
