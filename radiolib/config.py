@@ -475,7 +475,8 @@ def _validate(profile: Profile) -> None:
     if m.lambda_map_to_mask > 0 and m.mask_source != "head":
         problems.append(
             "model.lambda_map_to_mask needs model.mask_source = 'head' "
-            f"(with {m.mask_source!r} the mask is the map; got {m.lambda_map_to_mask})"
+            f"(with {m.mask_source!r} the mask is the map: set model.lambda_map_to_mask = 0; "
+            f"got {m.lambda_map_to_mask})"
         )
     unknown = [v for v in profile.evaluation.variants if v not in VARIANTS]
     if unknown:

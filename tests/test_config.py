@@ -93,6 +93,16 @@ def test_map_to_mask_l1_needs_a_mask_head():
     assert get_profile("smoke", mask_is_map).model.mask_source == "map"
 
 
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_every_variant_is_a_valid_configuration_of_every_profile(profile):
+    from radiolib.config import VARIANTS
+
+    for name, (_, changes) in VARIANTS.items():
+        cfg = get_profile(profile, {f"model.{k}": v for k, v in changes.items()})
+        for key, value in changes.items():
+            assert getattr(cfg.model, key) == value, (name, key)
+
+
 def test_unknown_profile_in_the_environment_is_named(monkeypatch, capsys):
     monkeypatch.setenv("RADIOLIB_PROFILE", "nosuch")
     message = "RADIOLIB_PROFILE='nosuch' names no profile; choose one of smoke, quick, paper"

@@ -249,7 +249,7 @@ class GAN(nn.Module):
             if not fake.weight_maps:
                 raise ValueError("lambda_map_to_mask > 0 needs the synthesis' weight maps (none)")
             finest = fake.weight_maps[-1]
-            out["g_map_to_mask"] = (finest - fake.mask.detach()).abs().mean()
+            out["g_map_to_mask"] = (finest.float() - fake.mask.detach().float()).abs().mean()
             out["total"] = out["total"] + self.lambda_map_to_mask * out["g_map_to_mask"]
         return out
 

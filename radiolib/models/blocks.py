@@ -141,7 +141,9 @@ class AdaIN(nn.Module):
 
     ``out = scale(w) * (x - mean_hw(x)) / std_hw(x) + bias(w)``, per sample and channel, with
     ``(scale, bias)`` an affine map of the style ``w``; ``scale = 1 + affine`` so an untrained
-    block starts as plain instance normalisation. x (B, C, H, W), w (B, style_dim).
+    block starts as plain instance normalisation. x (B, C, H, W), w (B, style_dim). With a
+    ``region`` r (B, 1, H, W), mean and variance are weighted by r: ``mean = sum(r x) / sum(r)``,
+    ``var = sum(r (x - mean)^2) / sum(r)``, so the region gets the style's mean and spread.
     """
 
     def __init__(self, channels: int, style_dim: int, eps: float = 1e-5):
@@ -254,9 +256,9 @@ class FusionBlock(nn.Module):
         self.weight_map = weight_map
         self.adain_input = adain_input
         self.body = doubling_body(in_channels, channels, kernel2, final_norm=False)
-        # the second batch norm, per half; AdaIN of the object itself ("object") subsumes its
-        # half (instance statistics replace the batch's, so its scale and shift would get no
-        # gradient but numerical noise), hence none there
+        # the second batch norm, per half; AdaIN of the object itself ("weighted", "object")
+        # subsumes its half (instance statistics replace the batch's, so its scale and shift
+        # would get no gradient but numerical noise), hence none there
         self.map_norm = nn.BatchNorm2d(channels)
         self.object_norm = nn.BatchNorm2d(channels) if adain_input == "gated" else None
         self.adain = AdaIN(channels, style_dim)
