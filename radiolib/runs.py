@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from radiolib.config import ModelConfig, Profile, resolve_device
+from radiolib.config import VARIANTS, ModelConfig, Profile, resolve_device
 from radiolib.errors import MissingRunError, StaleRunError, TrainingError
 from radiolib.io import atomic_write, read_json
 
@@ -92,15 +92,17 @@ def cohort_data(cohort: CuratedCohort) -> dict[str, Any]:
 def fingerprint(
     gan_name: str, n_genes: int, image_size: int, cohort: CuratedCohort, cfg: Profile, seed: int
 ) -> str:
-    """Hash of everything that decides the weights (not the step count or logging)."""
+    """Hash of everything that decides the weights (not the step count or logging); for a
+    variant, the model options it trains with (the profile's, with the variant's changes)."""
     train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in RESUMABLE_FIELDS}
     data = cohort_data(cohort)
+    changes = VARIANTS[gan_name][1] if gan_name in VARIANTS else {}
     blob = {
         "gan": gan_name,
         "n_genes": n_genes,
         "image_size": image_size,
         "seed": seed,
-        "model": dataclasses.asdict(cfg.model),
+        "model": dataclasses.asdict(dataclasses.replace(cfg.model, **changes)),
         "train": train,
         "data": data,
     }

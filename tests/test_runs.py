@@ -35,3 +35,18 @@ def test_finished_runs_reads_what_train_models_wrote_and_names_what_is_missing(t
         finished_runs(cohort, cfg, folder, ("proposed",))
     with pytest.raises(ValueError, match="unknown model"):
         finished_runs(cohort, cfg, folder, ("nonsense",))
+
+
+def test_a_variants_fingerprint_follows_its_own_options(monkeypatch):
+    """Redefining a variant's options changes its fingerprint (a cached run of the old
+    definition is not reused); the plain models' fingerprints do not move."""
+    import radiolib.config as config
+    from radiolib.runs import fingerprint
+
+    cohort, cfg = tiny_cohort(), tiny_profile()
+    before = {m: fingerprint(m, 12, 32, cohort, cfg, 0) for m in ("proposed", "proposed-paper")}
+    base, changes = config.VARIANTS["proposed-paper"]
+    redefined = {**config.VARIANTS, "proposed-paper": (base, {**changes, "gate_bias": 0.0})}
+    monkeypatch.setattr("radiolib.runs.VARIANTS", redefined)
+    assert fingerprint("proposed", 12, 32, cohort, cfg, 0) == before["proposed"]
+    assert fingerprint("proposed-paper", 12, 32, cohort, cfg, 0) != before["proposed-paper"]
