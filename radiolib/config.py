@@ -115,6 +115,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+def model_options(name: str, model: ModelConfig) -> ModelConfig:
+    """The model options that model ``name`` trains with: ``model``, with a variant's changes."""
+    if name in VARIANTS:
+        return dataclasses.replace(model, **VARIANTS[name][1])
+    return model
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One trainer for the three models (``radiolib.train``)."""

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from radiolib.config import VARIANTS, ModelConfig, Profile, resolve_device
+from radiolib.config import ModelConfig, Profile, model_options, resolve_device
 from radiolib.errors import MissingRunError, StaleRunError, TrainingError
 from radiolib.io import atomic_write, read_json
 
@@ -96,13 +96,12 @@ def fingerprint(
     variant, the model options it trains with (the profile's, with the variant's changes)."""
     train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in RESUMABLE_FIELDS}
     data = cohort_data(cohort)
-    changes = VARIANTS[gan_name][1] if gan_name in VARIANTS else {}
     blob = {
         "gan": gan_name,
         "n_genes": n_genes,
         "image_size": image_size,
         "seed": seed,
-        "model": dataclasses.asdict(dataclasses.replace(cfg.model, **changes)),
+        "model": dataclasses.asdict(model_options(gan_name, cfg.model)),
         "train": train,
         "data": data,
     }

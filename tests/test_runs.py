@@ -47,6 +47,6 @@ def test_a_variants_fingerprint_follows_its_own_options(monkeypatch):
     before = {m: fingerprint(m, 12, 32, cohort, cfg, 0) for m in ("proposed", "proposed-paper")}
     base, changes = config.VARIANTS["proposed-paper"]
     redefined = {**config.VARIANTS, "proposed-paper": (base, {**changes, "gate_bias": 0.0})}
-    monkeypatch.setattr("radiolib.runs.VARIANTS", redefined)
+    monkeypatch.setattr("radiolib.config.VARIANTS", redefined)
     assert fingerprint("proposed", 12, 32, cohort, cfg, 0) == before["proposed"]
     assert fingerprint("proposed-paper", 12, 32, cohort, cfg, 0) != before["proposed-paper"]

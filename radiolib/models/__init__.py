@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from radiolib import losses
-from radiolib.config import VARIANTS, ModelConfig, image_size_problem
+from radiolib.config import VARIANTS, ModelConfig, image_size_problem, model_options
 from radiolib.models.blocks import check_shape
 
 MODEL_NAMES = ("proposed", "baseline", "inpainting")
@@ -264,8 +264,6 @@ def build_gan(name: str, n_genes: int, image_size: int, cfg) -> GAN:
     """The named GAN ("proposed" | "baseline" | "inpainting", or a :data:`VARIANTS` name) for
     ``n_genes`` genes and ``image_size`` px slices, sized by a
     :class:`radiolib.config.ModelConfig`."""
-    import dataclasses
-
     if name not in MODEL_NAMES and name not in VARIANTS:
         choices = ", ".join([*MODEL_NAMES, *VARIANTS])
         raise ValueError(f"unknown model {name!r}; choose one of {choices}")
@@ -274,8 +272,7 @@ def build_gan(name: str, n_genes: int, image_size: int, cfg) -> GAN:
     if problem := image_size_problem(image_size):
         raise ValueError(problem)
     if name in VARIANTS:
-        base, changes = VARIANTS[name]
-        gan = build_gan(base, n_genes, image_size, dataclasses.replace(cfg, **changes))
+        gan = build_gan(VARIANTS[name][0], n_genes, image_size, model_options(name, cfg))
         gan.name = name
         return gan
     if name == "proposed":
