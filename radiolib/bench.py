@@ -148,6 +148,58 @@ def training_step_flops(
         return count_flops(loop.step, batch, 1)
 
 
+def _timed_steps(
+    model: str,
+    profile: Profile,
+    device: str,
+    steps: int,
+    threads: int = 0,
+    barrier: Any = None,
+) -> tuple[list[float], int, int]:
+    """``(step seconds, generator parameters, discriminator parameters)`` of ``model``'s
+    training step: two warm-up steps (allocator, kernel choice, ``train.compile``'s compile),
+    then ``steps`` timed ones. In a worker process: with ``threads`` threads, and the timed
+    steps start when every worker has passed ``barrier`` (so they run at the same time)."""
+    if threads:
+        torch.set_num_threads(threads)
+    gan, loop, batch = _training_step(model, profile, N_GENES, device)
+    loop.step(batch, 1)
+    loop.step(batch, 2)
+    if barrier is not None:
+        barrier.wait()
+    times = []
+    for i in range(steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        loop.step(batch, 3 + i)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    g_params = sum(p.numel() for p in gan.generator.parameters())
+    d_params = sum(p.numel() for p in gan.discriminator.parameters())
+    return times, g_params, d_params
+
+
+def _concurrent_steps(
+    model: str, profile: Profile, steps: int, runs: int
+) -> tuple[list[float], int, int]:
+    """:func:`_timed_steps` in ``runs`` processes at once, each with its share of this
+    process's threads, as ``train_models`` trains ``train.parallel_runs`` runs; the step times
+    of all of them, pooled."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, torch.get_num_threads() // runs)
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process with threads
+    with spawn.Manager() as manager, ProcessPoolExecutor(runs, mp_context=spawn) as pool:
+        barrier = manager.Barrier(runs)
+        futures = [
+            pool.submit(_timed_steps, model, profile, "cpu", steps, threads, barrier)
+            for _ in range(runs)
+        ]
+        results = [f.result() for f in futures]
+    return [t for times, _, _ in results for t in times], results[0][1], results[0][2]
+
+
 def run_bench(
     profile: Profile,
     device: str = "auto",
@@ -158,16 +210,20 @@ def run_bench(
 
     Step time is the median of ``steps`` timed steps after two warm-up steps (the first compiles
     the generator under ``train.compile``); FLOPs are those of :func:`training_step_flops`.
-    On a GPU the step runs in bf16 autocast with channels_last (as in training) and
+    On the CPU the step runs as training runs it: ``train.parallel_runs`` runs at once, each in
+    a process with its share of the threads, and images/s and GFLOP/s are those of all of them
+    together (``-p train.parallel_runs=1``: one run with every thread).
+    On a GPU the step runs in bf16 autocast with channels_last (as in training), one run, and
     ``peak_share`` is the achieved rate over the card's dense bf16 peak (NaN on the CPU or an
-    unlisted card). ``df.attrs`` holds the device, its fp32 2048^3 matrix-product GFLOP/s
-    (``matmul_gflops``) and, on a GPU, the bf16 one.
+    unlisted card). ``df.attrs`` holds the device, the runs at once, its fp32 2048^3
+    matrix-product GFLOP/s (``matmul_gflops``, all threads) and, on a GPU, the bf16 one.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1 (got {steps})")
     device = resolve_device(device)
     cuda = device.startswith("cuda")
     b, s = profile.train.batch_size, profile.curation.image_size
+    runs = 1 if cuda else profile.train.parallel_runs
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
     peak = bf16_peak_tflops(name) if cuda else float("nan")
     # The machine is often shared: take the better of a matmul rate before and after.
@@ -175,31 +231,24 @@ def run_bench(
     rows = []
     for model in models:
         flops = training_step_flops(model, profile, N_GENES, device)
-        gan, loop, batch = _training_step(model, profile, N_GENES, device)
-        loop.step(batch, 1)  # warm-up (allocator, kernel choice, train.compile's compile)
-        loop.step(batch, 2)
-        times = []
-        for i in range(steps):
-            _sync(device)
-            t0 = time.perf_counter()
-            loop.step(batch, 3 + i)
-            _sync(device)
-            times.append(time.perf_counter() - t0)
+        if runs > 1:
+            times, g_params, d_params = _concurrent_steps(model, profile, steps, runs)
+        else:
+            times, g_params, d_params = _timed_steps(model, profile, device, steps)
         step_s = statistics.median(times)
-        gflops = flops / step_s / 1e9
+        gflops = runs * flops / step_s / 1e9
         rows.append(
             {
                 "model": model,
-                "g_params": sum(p.numel() for p in gan.generator.parameters()),
-                "d_params": sum(p.numel() for p in gan.discriminator.parameters()),
+                "g_params": g_params,
+                "d_params": d_params,
                 "gflop_per_image": flops / b / 1e9,
                 "step_s": step_s,
-                "images_per_s": b / step_s,
+                "images_per_s": runs * b / step_s,
                 "gflops": gflops,
                 "peak_share": gflops / 1e3 / peak if cuda else float("nan"),
             }
         )
-        del gan, loop, batch
         if cuda:
             torch.cuda.empty_cache()
     df = pd.DataFrame(rows).set_index("model")
@@ -210,6 +259,7 @@ def run_bench(
             "image_size": s,
             "n_genes": N_GENES,
             "threads": torch.get_num_threads(),
+            "runs": runs,
             "profile": profile.name,
             "matmul_fp32_gflops": max(matmul_before, matmul_gflops(device)),
             "matmul_bf16_gflops": matmul_gflops(device, dtype=torch.bfloat16) if cuda else np.nan,
@@ -234,10 +284,18 @@ def format_bench(df: pd.DataFrame) -> str:
     )
     if df["peak_share"].notna().any():
         table["% bf16 peak"] = 100 * df["peak_share"]
+    else:
+        table["% fp32 matmul"] = 100 * df["gflops"] / a.get("matmul_fp32_gflops", np.nan)
     lines = [
         f"radiolib bench: profile {a.get('profile')}, device {a.get('device')}, "
         f"{a.get('threads')} threads, batch {a.get('batch_size')}, "
-        f"{a.get('image_size')} px, {a.get('n_genes')} genes",
+        f"{a.get('image_size')} px, {a.get('n_genes')} genes"
+        + (
+            f"; {a['runs']} runs at once ({a['threads'] // a['runs'] or 1} threads each, as "
+            "training runs them): step time per run, images/s and GFLOP/s of all runs together"
+            if a.get("runs", 1) > 1
+            else ""
+        ),
         table.to_string(float_format=lambda v: f"{v:.3g}"),
         f"reference: fp32 matmul 2048^3 on this device: {a.get('matmul_fp32_gflops', np.nan):.0f}"
         " GFLOP/s",

@@ -70,7 +70,8 @@ def test_bench_at_smoke_size():
     assert df.loc["proposed", "gflop_per_image"] > floor
     assert df.attrs["matmul_fp32_gflops"] > 0
     text = format_bench(df)
-    assert "proposed" in text and "fp32 matmul 2048^3" in text
+    assert "proposed" in text and "fp32 matmul 2048^3" in text and "% fp32 matmul" in text
+    assert df.attrs["runs"] == 1 and "runs at once" not in text
     # one training step counted apart (the map comparison's GAN cost) is the bench's count
     torch.manual_seed(7)
     state = torch.get_rng_state()
@@ -78,3 +79,27 @@ def test_bench_at_smoke_size():
     assert torch.equal(torch.get_rng_state(), state)
     assert flops / 4 / 1e9 == pytest.approx(df.loc["proposed", "gflop_per_image"])
     assert training_step_flops("proposed", profile, n_genes=100) < flops
+
+
+def test_bench_runs_as_many_runs_at_once_as_training():
+    profile = get_profile(
+        "smoke",
+        {"curation.image_size": 16, "train.batch_size": 4, "train.parallel_runs": 2},
+    )
+    df = run_bench(profile, device="cpu", steps=2, models=("baseline",))
+    assert df.attrs["runs"] == 2
+    row = df.loc["baseline"]
+    assert row["step_s"] > 0
+    # images/s and GFLOP/s are those of both runs together
+    assert row["images_per_s"] == pytest.approx(2 * 4 / row["step_s"])
+    assert row["gflops"] == pytest.approx(2 * row["gflop_per_image"] * 4 / row["step_s"])
+    alone = run_bench(
+        get_profile("smoke", {"curation.image_size": 16, "train.batch_size": 4}),
+        device="cpu",
+        steps=1,
+        models=("baseline",),
+    )
+    # the same network in the workers as here
+    assert row["g_params"] == alone.loc["baseline", "g_params"]
+    assert row["d_params"] == alone.loc["baseline", "d_params"]
+    assert "2 runs at once" in format_bench(df)
