@@ -79,6 +79,8 @@ def test_override_errors_name_the_parameter():
         ("evaluation.map_steps", "0", ">= 1"),
         ("phantom.matrix", "32", ">= 64"),
         ("model.lambda_map_to_mask", "-1", ">= 0"),
+        ("model.gene_dropout", "1", "in [0, 1)"),
+        ("model.gene_dropout", "-0.1", "in [0, 1)"),
     ],
 )
 def test_every_count_and_interval_is_checked(name, value, problem):

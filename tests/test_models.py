@@ -72,6 +72,31 @@ def test_gene_mapping_shape_and_error():
         mapping(torch.zeros(3, GENES + 1))
 
 
+def test_gene_dropout_zeroes_genes_in_training_only():
+    torch.manual_seed(0)
+    mapping = GeneMapping(200, 16, 8, dropout=0.5)
+    genes = torch.randn(1, 200)
+    mapping(genes).sum().backward()
+    # a gene zeroed in training gets no gradient: about half of them, one mask per call
+    dropped = (mapping.fc1.weight.grad == 0).all(0)
+    assert 0.35 < dropped.float().mean() < 0.65
+    assert not torch.equal(mapping(genes), mapping(genes))
+    plain = GeneMapping(200, 16, 8)
+    plain.load_state_dict(mapping.state_dict())
+    mapping.eval()
+    torch.testing.assert_close(mapping(genes), plain(genes))  # evaluation reads every gene
+    with pytest.raises(ValueError, match=r"gene dropout must be in \[0, 1\), got 1.0"):
+        GeneMapping(200, 16, 8, dropout=1.0)
+
+
+@pytest.mark.parametrize("name", ["proposed", "baseline"])
+def test_gene_dropout_reaches_both_gans_and_the_discriminators_own_mapping(name):
+    cfg = ModelConfig(**{**TINY.__dict__, "gene_dropout": 0.3, "d_gene_code": "own"})
+    gan = build_gan(name, GENES, 16, cfg)
+    assert gan.generator.mapping.dropout.p == 0.3
+    assert gan.discriminator.mapping.dropout.p == 0.3
+
+
 def test_adain_output_statistics_equal_style_scale_and_bias():
     torch.manual_seed(0)
     adain = AdaIN(3, 5)

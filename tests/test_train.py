@@ -78,13 +78,16 @@ def test_one_step_matches_a_hand_written_update(cohort):
     the gene code gets D's gradient and G's, applied once."""
     from radiolib.data.dataset import PairedSlices
 
-    cfg = tiny_profile()
-    gan = tiny_gan()
+    dropout = {"model.gene_dropout": 0.5}
+    cfg = tiny_profile(**dropout)
+    gan = tiny_gan(**dropout)
     ref = copy.deepcopy(gan)
     ds = PairedSlices(cohort, "train", noise_dim=cfg.model.noise_dim, seed=0)
     batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
 
+    assert gan.generator.mapping.dropout.p == 0.5
     loop = TrainingLoop(gan, cfg, "cpu", World())
+    torch.manual_seed(5)  # the same gene dropout masks in both
     terms = loop.step(batch, 1)
     assert {"d_total", "g_total"} <= terms.keys()
     assert all(p.requires_grad for p in gan.discriminator.parameters())
@@ -93,6 +96,7 @@ def test_one_step_matches_a_hand_written_update(cohort):
     opt_d = torch.optim.Adam(ref.discriminator.parameters(), t.lr, betas=(t.beta1, t.beta2))
     opt_g = torch.optim.Adam(ref.generator.parameters(), t.lr, betas=(t.beta1, t.beta2))
     ref.train()
+    torch.manual_seed(5)
     fake = ref.generate(batch)
     opt_g.zero_grad()
     d_loss = ref.discriminator_losses(batch, fake.detach())["total"]

@@ -3,7 +3,8 @@
 ``build_gan(name, n_genes, image_size, cfg)`` returns a :class:`GAN` whose methods the trainer
 calls for every model alike:
 
-* ``generate(batch)``: training-time forward (draws no random numbers: noise is in the batch);
+* ``generate(batch)``: training-time forward (noise is in the batch: the only random numbers
+  it draws are the gene dropout's, ``model.gene_dropout``, in training mode);
 * ``discriminator_losses(batch, fake.detach())`` and ``generator_losses(batch, fake)``: dicts of
   named loss terms with a ``"total"``;
 * ``synthesize(background, genes, noise, hole)``: evaluation-time synthesis;

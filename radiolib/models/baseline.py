@@ -74,6 +74,7 @@ class BaselineGenerator(nn.Module):
         gene_hidden: int,
         noise_dim: int,
         base_channels: int,
+        gene_dropout: float = 0.0,
     ):
         super().__init__()
         if base_channels < 1:
@@ -82,7 +83,7 @@ class BaselineGenerator(nn.Module):
         self.n_genes = n_genes
         self.noise_dim = noise_dim
         self.base_channels = base_channels
-        self.mapping = GeneMapping(n_genes, gene_hidden, code_dim)
+        self.mapping = GeneMapping(n_genes, gene_hidden, code_dim, gene_dropout)
         style_dim = code_dim + noise_dim
         self.base = nn.Sequential(
             nn.Linear(style_dim, base_channels * 16, bias=False),
@@ -137,6 +138,7 @@ class BaselineGAN(GAN):
         generator = BaselineGenerator(
             *generator_sizes(n_genes, image_size, cfg),
             base_channels=matched_base_channels(n_genes, image_size, cfg),
+            gene_dropout=cfg.gene_dropout,
         )
         discriminator = conditional_discriminator(image_size, n_genes, cfg)
         super().__init__(generator, discriminator, n_genes, image_size, cfg)

@@ -88,22 +88,29 @@ class GeneMapping(nn.Module):
     """phi(g): two fully connected layers, (B, n_genes) -> (B, code_dim).
 
     Two linear layers, as the paper chooses "for better interpretability of gene encoding".
+    ``dropout``: in training, each input gene is zeroed with this probability (and the others
+    scaled by 1 / (1 - p)), so no single gene carries a donor's code: thousands of genes
+    against about a hundred donors otherwise let the mapping tell donors apart by any of them.
+    Evaluation (``eval()``) reads every gene.
     """
 
-    def __init__(self, n_genes: int, hidden: int, code_dim: int):
+    def __init__(self, n_genes: int, hidden: int, code_dim: int, dropout: float = 0.0):
         super().__init__()
         if min(n_genes, hidden, code_dim) < 1:
             raise ValueError(
                 f"gene mapping sizes must be >= 1, got n_genes={n_genes}, hidden={hidden}, "
                 f"code_dim={code_dim}"
             )
+        if not 0 <= dropout < 1:
+            raise ValueError(f"gene dropout must be in [0, 1), got {dropout}")
         self.n_genes = n_genes
+        self.dropout = nn.Dropout(dropout)
         self.fc1 = nn.Linear(n_genes, hidden)
         self.fc2 = nn.Linear(hidden, code_dim)
 
     def forward(self, genes: Tensor) -> Tensor:
         check_shape(genes, (None, self.n_genes), "genes")
-        return self.fc2(F.leaky_relu(self.fc1(genes), LRELU_SLOPE))
+        return self.fc2(F.leaky_relu(self.fc1(self.dropout(genes)), LRELU_SLOPE))
 
 
 class Encoder(nn.Module):

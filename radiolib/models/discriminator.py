@@ -69,6 +69,7 @@ class Discriminator(nn.Module):
         code_dim: int = 0,
         conditional: bool = True,
         own_gene_code: bool = False,
+        gene_dropout: float = 0.0,
     ):
         super().__init__()
         self.image_size = image_size
@@ -81,7 +82,9 @@ class Discriminator(nn.Module):
             self.n_genes = n_genes
             self.image_mask_encoder = ConvEncoder(image_size, width, 2)
             self.image_mask_head = conv(c, 1, bias=True)
-            self.mapping = GeneMapping(n_genes, gene_hidden, code_dim) if own_gene_code else None
+            self.mapping = (
+                GeneMapping(n_genes, gene_hidden, code_dim, gene_dropout) if own_gene_code else None
+            )
             self.code_dim = code_dim
             self.joint_conv = conv(c + code_dim, c)
             self.joint_norm = GroupedBatchNorm(c)
@@ -130,4 +133,5 @@ def conditional_discriminator(image_size: int, n_genes: int, cfg) -> Discriminat
         cfg.gene_hidden,
         cfg.code_dim,
         own_gene_code=cfg.d_gene_code == "own",
+        gene_dropout=cfg.gene_dropout,
     )

@@ -52,6 +52,7 @@ class ProposedGenerator(nn.Module):
         adain_input: str = "weighted",
         gate_bias: float = -2.0,
         mask_source: str = "head",
+        gene_dropout: float = 0.0,
     ):
         super().__init__()
         if mask_source not in MASK_SOURCES:
@@ -60,7 +61,7 @@ class ProposedGenerator(nn.Module):
         self.n_genes = n_genes
         self.noise_dim = noise_dim
         self.mask_source = mask_source
-        self.mapping = GeneMapping(n_genes, gene_hidden, code_dim)
+        self.mapping = GeneMapping(n_genes, gene_hidden, code_dim, gene_dropout)
         self.style_dim = code_dim + noise_dim
         self.encoder = Encoder(image_size, width)
         ch = self.encoder.channels
@@ -126,7 +127,9 @@ class ProposedGAN(GAN):
 
     def __init__(self, n_genes: int, image_size: int, cfg):
         generator = ProposedGenerator(
-            *generator_sizes(n_genes, image_size, cfg), **generator_options(cfg)
+            *generator_sizes(n_genes, image_size, cfg),
+            **generator_options(cfg),
+            gene_dropout=cfg.gene_dropout,
         )
         discriminator = conditional_discriminator(image_size, n_genes, cfg)
         super().__init__(generator, discriminator, n_genes, image_size, cfg)
