@@ -156,7 +156,8 @@ class TrainConfig:
     # differ from one-at-a-time runs in the last bits (other thread counts sum in other orders)
     parallel_runs: int = 1
     # torch.compile the generator for the training step (fused kernels; sums in another order,
-    # so the losses differ from eager ones in the last bits); the first step pays the compile.
+    # so the losses differ from eager ones in the last bits, and gene dropout draws other masks
+    # than eager); the first step pays the compile.
     # One process only: under torchrun the step runs eager
     compile: bool = True
 

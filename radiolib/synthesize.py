@@ -350,15 +350,17 @@ def paint(
     noise N(0, 1) drawn from ``seed``: image ``(S, S)`` float32 in [0, 1] and mask ``(S, S)``
     uint8 (predicted mask ``>= 0.5``)."""
     from radiolib.data.dataset import from_net, to_net
+    from radiolib.models import eval_mode
 
     device = next(gan.parameters()).device
     noise = torch.randn(1, gan.noise_dim, generator=torch.Generator().manual_seed(int(seed)))
     bg = to_net(torch.from_numpy(np.asarray(background, np.float32))[None, None])
-    fake = gan.synthesize(
-        bg.to(device),
-        torch.from_numpy(np.asarray(genes, np.float32))[None].to(device),
-        noise.to(device),
-    )
+    with eval_mode(gan):  # running statistics, every gene
+        fake = gan.synthesize(
+            bg.to(device),
+            torch.from_numpy(np.asarray(genes, np.float32))[None].to(device),
+            noise.to(device),
+        )
     image = from_net(fake.image).clamp(0, 1).float().cpu().numpy()[0, 0]
     mask = (fake.mask.float().cpu().numpy()[0, 0] >= 0.5).astype(np.uint8)
     return image.astype(np.float32), mask

@@ -21,7 +21,8 @@ uninterrupted run would have read.
 
 Several processes (``torchrun --nproc_per_node N -m radiolib train ...``) split every global
 batch between them (:mod:`radiolib.distributed`), so N processes compute what one process
-computes.
+computes, gene dropout aside (``model.gene_dropout``: each process draws the masks of its share
+of the batch, other masks than one process draws).
 """
 
 from __future__ import annotations

@@ -19,7 +19,11 @@ from radiolib.models.blocks import (
 from radiolib.models.discriminator import Discriminator
 from radiolib.models.inpainting import disk, hole_from_mask
 
-TINY = ModelConfig(code_dim=8, gene_hidden=16, noise_dim=4, g_channels=4, d_channels=4)
+# gene dropout off: tests here compare the outputs of successive calls in training mode (the
+# dropout tests turn it on)
+TINY = ModelConfig(
+    code_dim=8, gene_hidden=16, noise_dim=4, g_channels=4, d_channels=4, gene_dropout=0.0
+)
 GENES = 12
 
 
@@ -535,3 +539,19 @@ def test_eval_mode_restores_the_mode_it_found():
     with pytest.raises(RuntimeError), eval_mode(net.train()):
         raise RuntimeError("inside")
     assert net.training
+
+
+def test_codes_and_paintings_read_every_gene_whatever_mode_the_gan_is_in():
+    import numpy as np
+
+    from radiolib.radiogenomics.codes import gene_codes
+    from radiolib.synthesize import paint
+
+    cfg = ModelConfig(**{**TINY.__dict__, "gene_dropout": 0.5})
+    gan = build_gan("proposed", GENES, 16, cfg).train()
+    genes = np.random.default_rng(0).standard_normal((6, GENES)).astype(np.float32)
+    np.testing.assert_array_equal(gene_codes(gan, genes), gene_codes(gan, genes))
+    background = np.full((16, 16), 0.3, np.float32)
+    first, second = paint(gan, background, genes[0]), paint(gan, background, genes[0])
+    np.testing.assert_array_equal(first[0], second[0])
+    assert gan.training  # left in the mode it was in
