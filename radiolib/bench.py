@@ -186,11 +186,11 @@ def _concurrent_steps(
     process's threads, as ``train_models`` trains ``train.parallel_runs`` runs; the step times
     of all of them, pooled."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
-    threads = max(1, torch.get_num_threads() // runs)
-    spawn = multiprocessing.get_context("spawn")  # no fork of a process with threads
-    with spawn.Manager() as manager, ProcessPoolExecutor(runs, mp_context=spawn) as pool:
+    from radiolib.train import process_pool
+
+    manager = multiprocessing.get_context("spawn").Manager()
+    with manager, process_pool(runs) as (pool, threads):
         barrier = manager.Barrier(runs)
         futures = [
             pool.submit(_timed_steps, model, profile, "cpu", steps, threads, barrier)

@@ -545,6 +545,18 @@ def _train_run(
     }
 
 
+@contextlib.contextmanager
+def process_pool(workers: int) -> Iterator[tuple[Any, int]]:
+    """``(pool, threads)``: ``workers`` spawned processes (no fork of a process with threads)
+    and the threads each should take, its share of this process's."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+        yield pool, max(1, torch.get_num_threads() // workers)
+
+
 def train_models(
     cohort: CuratedCohort,
     cfg: Profile,
@@ -563,17 +575,12 @@ def train_models(
     steps, seconds, images_per_s, skipped, out and the last logged loss terms. ``progress`` as
     for :func:`train`: by default a bar only when ``radiolib study`` runs the notebook, in its
     terminal (not in the notebook)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     seeds = cfg.train.seeds if seeds is None else seeds
     runs = [(model, int(seed), Path(run_dir(model, seed))) for model in models for seed in seeds]
     workers = min(cfg.train.parallel_runs, len(runs))
     if workers <= 1:
         return pd.DataFrame([_train_run(*r, cohort, cfg, device, progress) for r in runs])
-    threads = max(1, torch.get_num_threads() // workers)
-    spawn = multiprocessing.get_context("spawn")  # no fork of a process with threads
-    with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+    with process_pool(workers) as (pool, threads):
         futures = [
             pool.submit(_train_run, *r, cohort, cfg, device, progress, threads) for r in runs
         ]
